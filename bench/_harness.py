@@ -1,0 +1,71 @@
+"""Shared set-up for benchmarks: a private Redis and worker processes, all torn down after."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+from proj.stack.procs import ManagedProcess, wait_for
+from proj.stack.redis_server import RedisServer
+from proj.stack.up import WorkerSpec, ping_workers, worker_argv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[RedisServer]:
+    """A Redis of the benchmark's own on a free port; REDIS_URL points at it."""
+    with tempfile.TemporaryDirectory(prefix="proj-bench-") as tmp:
+        server = RedisServer(Path(tmp), appendonly=False).start()
+        os.environ["REDIS_URL"] = server.url
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+class Workers:
+    """Worker processes started for one scenario and stopped together."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[ManagedProcess] = []
+
+    def start(
+        self, spec: WorkerSpec, *, app: str = "proj", env: dict[str, str] | None = None
+    ) -> None:
+        argv = worker_argv(spec)
+        argv[argv.index("-A") + 1] = app
+        proc = ManagedProcess(
+            spec.name,
+            argv,
+            env={**os.environ, **(env or {})},
+            cwd=ROOT,
+            log_path=self.log_dir / f"{spec.name}.log",
+        ).start()
+        self.procs.append(proc)
+        url = os.environ["REDIS_URL"]
+        wait_for(
+            lambda: spec.nodename in ping_workers(url, [spec.nodename], 0.5),
+            timeout_s=60,
+            what=spec.nodename,
+            interval_s=0.2,
+        )
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.stop(timeout_s=10)
+        self.procs.clear()
+
+
+def flush(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()

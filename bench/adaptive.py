@@ -1,0 +1,124 @@
+"""Goodput against a provider with a hidden capacity: the adaptive worker, a sweep of fixed
+``-c``, and a fixed ``-c 100``, one after another in one run.
+
+    python -m bench.adaptive [--capacity 40] [--seconds 40] [--sweep 20,30,40,50]
+
+The simulator answers 429 beyond --capacity concurrent requests (200 ms latency). Each run:
+a backlog of company lookups, one worker, --seconds of work. Goodput is successful calls per
+second over the run; the 429 share is 429s over all calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench._harness import Workers, flush, private_redis
+from proj.sim.admin import SimAdmin, start_sim
+from proj.stack.up import WorkerSpec
+
+
+def run(
+    url: str, concurrency: int, adaptive: bool, a: argparse.Namespace, logs: Path
+) -> tuple[float, float, float, float]:
+    from proj.tasks import calls
+
+    admin = SimAdmin(url)
+    admin.reset(config=True)
+    admin.configure(
+        {
+            "routes": {
+                "company": {
+                    "latency_ms": 200,
+                    "capacity_concurrent": a.capacity,
+                    "retry_after_s": 0,
+                }
+            }
+        }
+    )
+    env = {
+        "PROVIDER_BASE_URL": url,
+        "PROJ_BREAKER_ENABLED": "false",
+        "PROJ_ADAPTIVE_COOLDOWN_S": "0.5",
+        "PROJ_ADAPTIVE_TICK_S": "0.25",
+    }
+    extra = ("--adaptive", "--adaptive-max", "100") if adaptive else ()
+    for i in range(int(a.capacity * 5 * a.seconds * 1.3)):
+        calls.company.delay(f"c{i}.com")
+    workers = Workers(logs)
+    try:
+        workers.start(WorkerSpec("w", ("bulk",), concurrency, extra_args=extra), env=env)
+        admin.reset()
+        t0 = time.monotonic()
+        time.sleep(a.seconds / 2)
+        half = admin.stats()["counts"]["company"]
+        time.sleep(a.seconds / 2)
+        counts = admin.stats()["counts"]["company"]
+        elapsed = time.monotonic() - t0
+    finally:
+        workers.stop()
+        flush(os.environ["REDIS_URL"])
+        admin.close()
+    ok, limited = counts["ok"], counts["rate_limited"]
+    steady_ok = ok - half["ok"]
+    steady_limited = limited - half["rate_limited"]
+    return (
+        ok / elapsed,
+        limited / max(1, ok + limited),
+        steady_ok / (elapsed / 2),
+        steady_limited / max(1, steady_ok + steady_limited),
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--capacity", type=int, default=40)
+    ap.add_argument("--seconds", type=float, default=40)
+    ap.add_argument("--sweep", default="20,30,40,50")
+    a = ap.parse_args()
+    proc, url = start_sim()
+    rows: dict[str, tuple[float, float, float, float]] = {}
+    try:
+        with private_redis(), tempfile.TemporaryDirectory() as tmp:
+            from proj.settings import reset_settings
+
+            reset_settings()
+            rows["adaptive (starts at 5)"] = run(url, 5, True, a, Path(tmp) / "adaptive")
+            for c in (int(x) for x in a.sweep.split(",")):
+                rows[f"fixed -c {c}"] = run(url, c, False, a, Path(tmp) / f"c{c}")
+            rows["fixed -c 100"] = run(url, 100, False, a, Path(tmp) / "c100")
+    finally:
+        proc.stop()
+    sweep = {k: v for k, v in rows.items() if k.startswith("fixed -c") and k != "fixed -c 100"}
+    best = max(sweep, key=lambda k: sweep[k][0])
+    steady_best = max(sweep, key=lambda k: sweep[k][2])
+    t = Table(title=f"hidden capacity {a.capacity} concurrent, {a.seconds:.0f} s per run")
+    for col in (
+        "worker",
+        "goodput / best fixed",
+        "429 share",
+        "2nd half: goodput / best",
+        "2nd half: 429 share",
+    ):
+        t.add_column(col, justify="right")
+    for name, (goodput, share, steady, steady_share) in rows.items():
+        mark = " (best of sweep)" if name == best else ""
+        t.add_row(
+            name + mark,
+            f"{goodput / rows[best][0]:.2f}x",
+            f"{share:.1%}",
+            f"{steady / rows[steady_best][2]:.2f}x",
+            f"{steady_share:.1%}",
+        )
+    Console().print(t)
+    print("(goodput: " + ", ".join(f"{k} {v[0]:.0f}/s" for k, v in rows.items()) + ")")
+
+
+if __name__ == "__main__":
+    main()

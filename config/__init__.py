@@ -1,0 +1,1 @@
+"""Celery configuration for proj (importable as ``proj.config``)."""

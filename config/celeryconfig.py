@@ -1,0 +1,92 @@
+"""Every Celery setting proj uses, each with the reason it is set.
+
+Values that an operator tunes come from :mod:`proj.settings`; this module only turns them
+into Celery's names. Loaded by ``app.config_from_object("proj.config.celeryconfig")``.
+"""
+
+from __future__ import annotations
+
+from kombu import Exchange, Queue
+
+from proj.settings import get_settings
+
+_s = get_settings()
+
+# --- broker and results -----------------------------------------------------------------
+# One Redis serves as broker and result backend unless CELERY_* overrides say otherwise.
+broker_url = _s.broker_url
+result_backend = _s.result_backend
+# Say it explicitly: retry the broker connection at start-up (None only warns).
+broker_connection_retry_on_startup = True
+# Keep retrying a lost broker connection forever: workers outlive Redis restarts.
+broker_connection_max_retries = None
+
+_priority_steps = list(range(10))
+# The Redis transport emulates priorities with one list per step. Steps start at 0 so a
+# message with priority 0 lands in the top bucket (celery #8967); 'priority' order makes a
+# worker drain a higher bucket before a lower one. visibility_timeout is the one value, set
+# everywhere the transport reads it; unacked messages are swept every few seconds so a
+# worker killed with SIGKILL gets its tasks redelivered about visibility_timeout later.
+broker_transport_options = {
+    "visibility_timeout": _s.visibility_timeout_s,
+    "priority_steps": _priority_steps,
+    "queue_order_strategy": "priority",
+    "unacked_restore_interval": max(1, min(10, _s.visibility_timeout_s // 10)),
+    "unacked_restore_throttle": 1,
+    "health_check_interval": 25,
+}
+# The result backend reads the same option name; keep it identical.
+result_backend_transport_options = {
+    "visibility_timeout": _s.visibility_timeout_s,
+    "retry_policy": {"timeout": 5.0},
+}
+# Results are forgotten after a day so Redis does not grow without bound.
+result_expires = _s.result_expires_s
+# Store task name, args and queue with the result so Flower and `proj` can show them.
+result_extended = True
+
+# --- serialisation: JSON only, pickle is never accepted -----------------------------------
+task_serializer = "json"
+result_serializer = "json"
+event_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+# --- delivery guarantees ----------------------------------------------------------------
+# Ack after the task ran, so a crash before the end redelivers it ...
+task_acks_late = True
+# ... and a pool child killed mid-task (SIGKILL, OOM) requeues it instead of failing it.
+task_reject_on_worker_lost = True
+# A worker reserves only what it can run: -c N holds N tasks, so urgent work is never stuck
+# behind tasks prefetched by a busy worker, and priority reorders what is still in Redis.
+worker_prefetch_multiplier = 1
+# When the broker connection drops, stop tasks it can no longer ack: they are redelivered
+# anyway, and finishing them too would run them twice (the default changes in Celery 6).
+worker_cancel_long_running_tasks_on_connection_loss = True
+# Every task has a soft limit (a catchable SoftTimeLimitExceeded) and a hard limit below the
+# visibility timeout, so no task can outlive its message's reservation.
+task_soft_time_limit = _s.task_soft_time_limit_s
+task_time_limit = _s.task_time_limit_s
+
+# --- queues and routing -----------------------------------------------------------------
+task_default_queue = _s.bulk_queue
+task_default_exchange = "proj"
+task_default_routing_key = _s.bulk_queue
+# Untagged messages would count as 0, the top bucket; give them a middle priority instead.
+task_default_priority = _s.default_priority
+_exchange = Exchange("proj", type="direct")
+task_queues = (
+    Queue(_s.urgent_queue, _exchange, routing_key=_s.urgent_queue),
+    Queue(_s.bulk_queue, _exchange, routing_key=_s.bulk_queue),
+)
+# The triage router decides urgent vs bulk for every message (proj/routing.py).
+task_routes = ("proj.routing.route_task",)
+# Queues are declared above; a typo in a queue name is an error, not a new queue.
+task_create_missing_queues = False
+
+# --- visibility: Flower and `proj status` see everything ---------------------------------
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+# Name every worker process in `ps` output.
+worker_proc_alive_timeout = 10.0

@@ -1,0 +1,173 @@
+"""Submitting a batch, watching it, and resuming it.
+
+handle = proj.batch.submit("leads", items)          # validated, deduplicated, dispatched
+handle.wait(on_progress=print)                       # or watch proj batches / the CLI bar
+handle.results(), handle.errors()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+
+from proj.batch.pipelines import content_key, get_pipeline
+from proj.batch.store import BatchStore, Progress
+from proj.errors import ProjError
+from proj.pipelines.validation import Rejected
+from proj.settings import Settings, get_settings
+
+T = TypeVar("T")
+
+
+def _with_store(fn: Callable[[BatchStore], Awaitable[T]], settings: Settings) -> T:
+    async def main() -> T:
+        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        try:
+            return await fn(BatchStore(client, settings.batch_ttl_s))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+@dataclass
+class BatchHandle:
+    """A submitted batch. Everything it knows lives in Redis, so any process can watch it."""
+
+    batch_id: str
+    rejected: list[Rejected] = field(default_factory=list)
+    accepted: int = 0
+    duplicates: int = 0
+    existing: bool = False  # the id was already submitted: nothing new was enqueued
+
+    @property
+    def _settings(self) -> Settings:
+        return get_settings()
+
+    def progress(self) -> Progress:
+        p = _with_store(lambda s: s.progress(self.batch_id), self._settings)
+        if p is None:
+            raise ProjError(f"batch {self.batch_id!r} not found (expired, or never submitted)")
+        return p
+
+    def wait(
+        self,
+        timeout_s: float | None = None,
+        *,
+        interval_s: float = 0.25,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> Progress:
+        """Poll until the batch is finished; calls ``on_progress`` at each poll."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            p = self.progress()
+            if on_progress is not None:
+                on_progress(p)
+            if p.status == "finished":
+                return p
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"batch {self.batch_id} not finished after {timeout_s}s: {p}")
+            time.sleep(interval_s)
+
+    def results(self) -> dict[int, Any]:
+        return _with_store(lambda s: s.results(self.batch_id), self._settings)
+
+    def errors(self) -> dict[int, Any]:
+        return _with_store(lambda s: s.errors(self.batch_id), self._settings)
+
+
+def runners_for(total: int, settings: Settings) -> int:
+    """Small batches get one runner; large ones PROJ_BATCH_RUNNERS, never more than slices."""
+    if total <= settings.batch_small_max:
+        return 1
+    return max(1, min(settings.batch_runners, -(-total // settings.batch_slice)))
+
+
+def dispatch(batch_id: str, n: int, *, urgent: bool, settings: Settings) -> None:
+    from proj.batch.runner import run_batch
+
+    queue = settings.urgent_queue if urgent else settings.bulk_queue
+    for _ in range(n):
+        run_batch.apply_async((batch_id,), queue=queue)
+
+
+def submit(
+    pipeline: str, items: list[Any], *, urgent: bool = False, batch_id: str | None = None
+) -> BatchHandle:
+    """Validate ``items`` for ``pipeline``, store them and start the runners.
+
+    Invalid items are rejected (see ``handle.rejected``: index, field, value) and the rest go
+    on. Items with the same idempotency key (their ``key`` field, else a hash of their
+    content) are run once. Submitting an existing ``batch_id`` again enqueues nothing new.
+    """
+    settings = get_settings()
+    pipe = get_pipeline(pipeline)
+    accepted, rejected = pipe.validate(items)
+    unique: dict[str, dict[str, Any]] = {}
+    for item in accepted:
+        unique.setdefault(content_key(item), item)
+    batch_id = batch_id or uuid.uuid4().hex[:16]
+    handle = BatchHandle(batch_id, rejected, len(unique), len(accepted) - len(unique))
+    if not unique:
+        return handle
+    item_list = list(unique.values())
+    created = _with_store(
+        lambda s: s.create(
+            batch_id,
+            pipeline,
+            item_list,
+            list(unique),
+            duplicates=handle.duplicates,
+            urgent=urgent,
+            now=time.time(),
+        ),
+        settings,
+    )
+    if not created:
+        handle.existing = True
+        return handle
+    dispatch(batch_id, runners_for(len(item_list), settings), urgent=urgent, settings=settings)
+    return handle
+
+
+def resume(batch_id: str) -> BatchHandle:
+    """Finish a batch whose submitter or workers died: expired leases are claimed again and
+    fresh runners start. Items already done are not run again."""
+    settings = get_settings()
+
+    async def prepare(s: BatchStore) -> tuple[Progress | None, str | None]:
+        p = await s.progress(batch_id)
+        if p is not None and p.status != "finished":
+            await s.expire_leases(batch_id)
+        return p, await s.meta(batch_id, "urgent")
+
+    progress, urgent = _with_store(prepare, settings)
+    if progress is None:
+        raise ProjError(f"batch {batch_id!r} not found (expired, or never submitted)")
+    handle = BatchHandle(batch_id, accepted=progress.total)
+    if progress.status != "finished":
+        remaining = progress.total - progress.done - progress.failed
+        dispatch(
+            batch_id, runners_for(remaining, settings), urgent=urgent == "1", settings=settings
+        )
+    return handle
+
+
+def list_batches(limit: int = 50) -> list[Progress]:
+    settings = get_settings()
+
+    async def fetch(s: BatchStore) -> list[Progress]:
+        out = []
+        for b in await s.batch_ids(limit):
+            p = await s.progress(b)
+            if p is not None:
+                out.append(p)
+        return out
+
+    return _with_store(fetch, settings)

@@ -1,0 +1,1 @@
+"""Data shipped with proj: the demo's sample leads."""

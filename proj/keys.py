@@ -1,0 +1,68 @@
+"""Every Redis key proj writes, in one place. All start with ``proj:``."""
+
+from __future__ import annotations
+
+PREFIX = "proj"
+
+
+def breaker(name: str) -> str:
+    """Hash: state, opened_at_ms, probes_total (no TTL while open; a day otherwise)."""
+    return f"{PREFIX}:cb:{name}"
+
+
+def breaker_window(name: str) -> str:
+    """Hash of per-bucket outcome counts, ``o:<bucket>`` and ``f:<bucket>`` (TTL: the window)."""
+    return f"{PREFIX}:cb:{name}:win"
+
+
+def breaker_probes(name: str) -> str:
+    """Sorted set of half-open probe ids scored by lease expiry (ms)."""
+    return f"{PREFIX}:cb:{name}:probes"
+
+
+BREAKER_PATTERN = f"{PREFIX}:cb:*"
+
+
+def rate_limit(name: str) -> str:
+    """String: the limit's theoretical arrival time in ms (GCRA); TTL until it is in the past."""
+    return f"{PREFIX}:rl:{name}"
+
+
+RATE_LIMIT_PATTERN = f"{PREFIX}:rl:*"
+
+
+def concurrency_window(node: str) -> str:
+    """Hash of per-second call outcomes of one worker node, ``o:<s>`` / ``f:<s>`` (TTL 2 min)."""
+    return f"{PREFIX}:cc:{node}:win"
+
+
+def concurrency_status(node: str) -> str:
+    """Hash: the adaptive controller's view of one worker node (TTL 1 min, refreshed)."""
+    return f"{PREFIX}:cc:{node}:status"
+
+
+CONCURRENCY_STATUS_PATTERN = f"{PREFIX}:cc:*:status"
+
+
+def batch(batch_id: str, part: str | None = None) -> str:
+    """A batch's hash (``part`` None) or one of its parts: items, keys, state, results, errors,
+    attempts, leases, delayed. All expire PROJ_BATCH_TTL_S after the batch's last update."""
+    return f"{PREFIX}:batch:{batch_id}" + (f":{part}" if part else "")
+
+
+BATCH_PARTS = ("items", "keys", "state", "results", "errors", "attempts", "leases", "delayed")
+BATCHES = f"{PREFIX}:batches"  # zset: batch id -> start time
+
+
+def cache(pipeline: str, key: str) -> str:
+    """String: the result of an item with this idempotency key (TTL PROJ_CACHE_TTL_S)."""
+    return f"{PREFIX}:cache:{pipeline}:{key}"
+
+
+def inflight(pipeline: str, key: str) -> str:
+    """String: which batch item is computing this key right now (TTL: the item lease)."""
+    return f"{PREFIX}:inflight:{pipeline}:{key}"
+
+
+DLQ = f"{PREFIX}:dlq"  # hash: entry id -> JSON (input, error, traceback)
+DLQ_INDEX = f"{PREFIX}:dlq:index"  # zset: entry id -> time

@@ -1,0 +1,1 @@
+"""Resilience: a failure-rate circuit breaker shared by all workers (more to come)."""

@@ -1,0 +1,86 @@
+"""Triage of every message to the ``urgent`` or the ``bulk`` queue.
+
+Installed through ``task_routes``. Rules, first match wins:
+
+1. an explicit ``queue=`` given to ``apply_async`` (or set on the task) is kept;
+2. the queue chosen by triage (:mod:`proj.triage`), carried in the ``proj_queue`` header;
+3. a task declared urgent (``@app.task(urgent=True)``) goes to the urgent queue;
+4. a message whose priority is at or above the urgent threshold goes there too; on Redis,
+   0 is the most urgent priority, so "at or above" means ``priority <= urgent_priority_max``;
+5. everything else goes to the bulk queue.
+
+Priority stays a tie-break inside a queue: the router never rewrites it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from proj.settings import Settings, get_settings
+from proj.triage import QUEUE_HEADER
+
+
+@dataclass(frozen=True)
+class RoutingPolicy:
+    """What the router needs to know: the two queue names and the priority threshold."""
+
+    urgent_queue: str = "urgent"
+    bulk_queue: str = "bulk"
+    urgent_priority_max: int = 2
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RoutingPolicy:
+        return cls(settings.urgent_queue, settings.bulk_queue, settings.urgent_priority_max)
+
+
+def decide_queue(
+    policy: RoutingPolicy,
+    *,
+    explicit_queue: str | None = None,
+    triage_queue: str | None = None,
+    task_urgent: bool = False,
+    priority: int | None = None,
+) -> str:
+    """The queue a message goes to. Pure: no I/O, no Celery."""
+    if explicit_queue:
+        return explicit_queue
+    if triage_queue in (policy.urgent_queue, policy.bulk_queue):
+        return triage_queue
+    if task_urgent:
+        return policy.urgent_queue
+    if priority is not None and priority <= policy.urgent_priority_max:
+        return policy.urgent_queue
+    return policy.bulk_queue
+
+
+def _queue_name(queue: object) -> str | None:
+    if queue is None or queue == "":
+        return None
+    name = getattr(queue, "name", queue)
+    return str(name)
+
+
+def route_task(
+    name: str,
+    args: Any,
+    kwargs: Any,
+    options: Mapping[str, Any],
+    task: Any = None,
+    **_: Any,
+) -> dict[str, str]:
+    """Celery router callable: ``(name, args, kwargs, options, task=None) -> {"queue": ...}``."""
+    if task is None:
+        from celery import current_app
+
+        task = current_app.tasks.get(name)
+    return {
+        "queue": decide_queue(
+            RoutingPolicy.from_settings(get_settings()),
+            explicit_queue=_queue_name(options.get("queue")),
+            triage_queue=(options.get("headers") or {}).get(QUEUE_HEADER),
+            task_urgent=bool(getattr(task, "urgent", False)),
+            priority=options.get("priority"),
+        )
+    }

@@ -1,0 +1,28 @@
+"""Celery signal handlers proj installs on every process that loads the app."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery import signals
+
+SENT_AT_HEADER = "proj_sent_at"
+
+
+def stamp_sent_at(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Record when a message was published, so the worker can measure its queue wait."""
+    if headers is not None and SENT_AT_HEADER not in headers:
+        headers[SENT_AT_HEADER] = time.time()
+
+
+def remember_node(sender: Any = None, **_: Any) -> None:
+    """In a pool process: which worker node this is (for outcome reporting)."""
+    from proj.resilience import outcomes
+
+    outcomes.set_node(str(sender) if sender else None)
+
+
+def connect() -> None:
+    signals.before_task_publish.connect(stamp_sent_at, weak=False, dispatch_uid="proj.sent_at")
+    signals.worker_process_init.connect(remember_node, weak=False, dispatch_uid="proj.node")

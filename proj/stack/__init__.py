@@ -1,0 +1,1 @@
+"""The local stack: Redis, workers, Flower and the simulator as managed processes."""

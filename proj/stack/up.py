@@ -1,0 +1,237 @@
+"""``proj up``: Redis (unless REDIS_URL is set), the simulated provider (unless
+PROVIDER_BASE_URL is set), an urgent worker, a bulk worker and Flower.
+
+Every process runs in its own process group and dies with proj (PR_SET_PDEATHSIG on Linux);
+:meth:`Stack.stop` ends them all, pool children included.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from proj.errors import StackError
+from proj.settings import Settings
+from proj.sim.admin import SimAdmin, sim_argv
+from proj.stack.procs import ManagedProcess, free_port, wait_for
+from proj.stack.redis_server import RedisServer, find_redis_server
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One ``celery worker``: its node name prefix, queues and pool size."""
+
+    name: str
+    queues: tuple[str, ...]
+    concurrency: int
+    pool: str = "prefork"
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def nodename(self) -> str:
+        return f"{self.name}@{socket.gethostname()}"
+
+
+def worker_argv(spec: WorkerSpec, *, python: str = sys.executable) -> list[str]:
+    """The command line of a worker; docker-compose.yml runs the same (tested)."""
+    return [
+        python,
+        "-m",
+        "celery",
+        "-A",
+        "proj",
+        "worker",
+        "-Q",
+        ",".join(spec.queues),
+        "-c",
+        str(spec.concurrency),
+        "-P",
+        spec.pool,
+        "-n",
+        f"{spec.name}@%h",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+        *spec.extra_args,
+    ]
+
+
+def flower_argv(port: int, *, python: str = sys.executable) -> list[str]:
+    """Flower's command line. Basic auth goes in the environment (FLOWER_BASIC_AUTH), never
+    in argv, where ``ps`` would show it."""
+    return [python, "-m", "celery", "-A", "proj", "flower", f"--port={port}", "--address=127.0.0.1"]
+
+
+def default_workers(settings: Settings) -> list[WorkerSpec]:
+    """An urgent worker and a bulk worker; with PROJ_ADAPTIVE_CONCURRENCY the bulk worker
+    starts at PROJ_ADAPTIVE_START and finds its own size."""
+    bulk = WorkerSpec("bulk", (settings.bulk_queue,), settings.bulk_concurrency)
+    if settings.adaptive_enabled:
+        bulk = WorkerSpec(
+            "bulk", (settings.bulk_queue,), settings.adaptive_start, extra_args=("--adaptive",)
+        )
+    return [WorkerSpec("urgent", (settings.urgent_queue,), settings.urgent_concurrency), bulk]
+
+
+def ping_workers(broker_url: str, nodenames: list[str], timeout_s: float = 1.0) -> set[str]:
+    """Names of the given workers that answer a control ping."""
+    from celery import Celery
+
+    probe = Celery("proj-probe", broker=broker_url, set_as_current=False)
+    probe.conf.accept_content = ["json"]
+    try:
+        replies = probe.control.ping(destination=nodenames, timeout=timeout_s) or []
+    finally:
+        probe.close()
+    return {name for reply in replies for name in reply}
+
+
+@dataclass
+class StackInfo:
+    redis_url: str
+    flower_url: str | None
+    flower_user: str
+    flower_password: str
+    workers: list[str]
+    log_dir: Path
+    sim_url: str | None = None
+
+
+class Stack:
+    """Start and stop the local system. Use as a context manager."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        workers: list[WorkerSpec] | None = None,
+        flower: bool = True,
+        sim: bool | None = None,
+        state_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.workers = default_workers(settings) if workers is None else workers
+        self.with_flower = flower
+        # The simulator stands in for the provider unless PROVIDER_BASE_URL points elsewhere.
+        self.with_sim = settings.provider_base_url is None if sim is None else sim
+        self.state_dir = Path(state_dir or settings.state_dir).resolve()
+        self.log_dir = self.state_dir / "logs"
+        self.base_env = dict(os.environ if env is None else env)
+        self.redis: RedisServer | None = None
+        self.procs: list[ManagedProcess] = []
+        self.info: StackInfo | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(self) -> StackInfo:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> StackInfo:
+        env = dict(self.base_env)
+        if self.settings.redis_url_is_explicit:
+            redis_url = self.settings.redis_url
+        else:
+            self.redis = RedisServer(
+                self.state_dir / "redis", binary=find_redis_server(self.settings.redis_server)
+            ).start()
+            redis_url = self.redis.url
+            env["REDIS_URL"] = redis_url
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env["PROJ_STATE_DIR"] = str(self.state_dir)
+        sim_url = None
+        if self.with_sim:
+            port = self.settings.sim_port or free_port()
+            self._spawn("sim", sim_argv(port), env)
+            sim_url = f"http://127.0.0.1:{port}"
+            admin = SimAdmin(sim_url)
+            try:
+                wait_for(
+                    lambda: self._check_alive() and admin.healthy(),
+                    timeout_s=30,
+                    what="simulator",
+                    interval_s=0.1,
+                )
+            finally:
+                admin.close()
+            if self.settings.provider_base_url is None:
+                env["PROVIDER_BASE_URL"] = sim_url
+        self.env = env
+
+        for spec in self.workers:
+            self._spawn(spec.name, worker_argv(spec), env)
+        user, password = self.settings.flower_credentials()
+        flower_url = None
+        if self.with_flower:
+            port = self.settings.flower_port or free_port()
+            flower_env = {**env, "FLOWER_BASIC_AUTH": f"{user}:{password}"}
+            self._spawn("flower", flower_argv(port), flower_env)
+            flower_url = f"http://127.0.0.1:{port}"
+
+        broker = self.settings.broker_url_override or redis_url
+        names = [w.nodename for w in self.workers]
+        if names:
+            wait_for(
+                lambda: self._check_alive() and set(names) <= ping_workers(broker, names),
+                timeout_s=60,
+                what=f"workers {', '.join(names)}",
+                interval_s=0.2,
+            )
+        if flower_url is not None:
+            wait_for(
+                lambda: self._check_alive() and _http_ok(flower_url + "/healthcheck"),
+                timeout_s=30,
+                what="flower",
+                interval_s=0.2,
+            )
+        self.info = StackInfo(
+            redis_url, flower_url, user, password, names, self.log_dir, sim_url=sim_url
+        )
+        return self.info
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> ManagedProcess:
+        proc = ManagedProcess(name, argv, env=env, log_path=self.log_dir / f"{name}.log").start()
+        self.procs.append(proc)
+        return proc
+
+    def _check_alive(self) -> bool:
+        for proc in self.procs:
+            if not proc.alive():
+                raise StackError(f"{proc.name} exited; last log lines:\n{proc.log_tail()}")
+        return True
+
+    def stop(self) -> None:
+        """Stop workers and Flower (warm shutdown, then SIGKILL), then Redis."""
+        for proc in reversed(self.procs):
+            proc.terminate()
+        for proc in reversed(self.procs):
+            proc.stop(timeout_s=20)
+        self.procs.clear()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+    def pids(self) -> list[int]:
+        pids = [p.pid for p in self.procs if p.proc is not None]
+        if self.redis is not None and self.redis.process is not None:
+            pids.append(self.redis.process.pid)
+        return pids
+
+    def __enter__(self) -> StackInfo:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _http_ok(url: str) -> bool:
+    import httpx
+
+    return httpx.get(url, timeout=1.0).status_code == 200

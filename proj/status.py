@@ -1,0 +1,86 @@
+"""``proj status``: every worker's queues and concurrency, and every rate limit's wait."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from proj import keys
+from proj.resilience.ratelimit import current_wait_ms
+from proj.settings import Settings
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    node: str
+    queues: str
+    processes: int
+    bounds: str  # "2..100 adaptive" or "fixed"
+    success_rate: str
+    note: str
+
+
+@dataclass(frozen=True)
+class LimitRow:
+    name: str
+    rate: str
+    wait_s: float
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def workers(settings: Settings, app: Any, timeout_s: float = 1.5) -> list[WorkerRow]:
+    """Live workers (a control broadcast) joined with their adaptive controllers' status."""
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    inspect = app.control.inspect(timeout=timeout_s)
+    stats = inspect.stats() or {}
+    active_queues = inspect.active_queues() or {}
+    rows = []
+    for node in sorted(stats):
+        pool = stats[node].get("pool", {})
+        processes = len(pool.get("processes", [])) or int(pool.get("max-concurrency", 0))
+        queues = ",".join(q["name"] for q in active_queues.get(node, []))
+        status = {_s(k): _s(v) for k, v in client.hgetall(keys.concurrency_status(node)).items()}
+        if status:
+            rate = status.get("success_rate") or ""
+            rows.append(
+                WorkerRow(
+                    node,
+                    queues,
+                    processes,
+                    f"{status['minimum']}..{status['maximum']} adaptive",
+                    f"{float(rate):.1%}" if rate else "-",
+                    status.get("reason", ""),
+                )
+            )
+        else:
+            rows.append(WorkerRow(node, queues, processes, "fixed", "-", ""))
+    client.close()
+    return rows
+
+
+def limits(settings: Settings) -> list[LimitRow]:
+    """Configured limits, and any dependency a 429 pushed back, with the wait right now."""
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    sec, usec = client.time()
+    now_ms = sec * 1000 + usec / 1000
+    names = set(settings.rate_limits)
+    for key in client.scan_iter(match=keys.RATE_LIMIT_PATTERN, count=500):
+        names.add(_s(key).split(":", 2)[2])
+    rows = []
+    for name in sorted(names):
+        limit = settings.rate_limit(name)
+        tat = float(client.get(keys.rate_limit(name)) or 0)
+        wait = current_wait_ms(tat, now_ms, settings.enforced_rate_limit(name)) / 1000
+        rows.append(LimitRow(name, str(limit) if limit else "none (429 pushes only)", wait))
+    client.close()
+    return rows
+
+
+def age(updated: float) -> str:
+    return f"{max(0.0, time.time() - updated):.0f}s ago"

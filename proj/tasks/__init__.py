@@ -1,0 +1,1 @@
+"""proj's Celery tasks."""

@@ -1,0 +1,82 @@
+"""``proj up`` on the embedded Redis binary, as a new user runs it, and its clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from proj.stack.redis_server import embedded_redis_server
+from tests.e2e.conftest import alive, clean_env, descendants
+
+
+def _proj() -> str:
+    exe = Path(sys.executable).parent / "proj"
+    return str(exe) if exe.exists() else shutil.which("proj") or "proj"
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float) -> str:
+    """Collect the output of ``proc`` until ``marker`` appears (a thread reads the pipe)."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()  # type: ignore[arg-type]
+    deadline = time.monotonic() + timeout_s
+    while marker not in "".join(lines):
+        if proc.poll() is not None:
+            raise AssertionError(f"proj up exited {proc.returncode}:\n{''.join(lines)}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {marker!r} after {timeout_s}s:\n{''.join(lines)}")
+        time.sleep(0.1)
+    return "".join(lines)
+
+
+@pytest.mark.slow
+def test_up_on_embedded_redis_then_sigterm_leaves_no_process(tmp_path: Path) -> None:
+    env = clean_env(
+        PROJ_REDIS_SERVER="embedded",  # the binary a machine without Redis uses
+        PROJ_STATE_DIR=str(tmp_path / "state"),
+        PROJ_URGENT_CONCURRENCY="1",
+        PROJ_BULK_CONCURRENCY="2",
+        FLOWER_BASIC_AUTH="ops:correct-horse",
+    )
+    proc = subprocess.Popen(
+        [_proj(), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        out = _read_until(proc, "press Ctrl-C", timeout_s=90)
+        flower = re.search(r"flower\s+(http://\S+)", out)
+        assert flower, out
+        assert "correct-horse" in out  # printed once for the operator, never in argv
+        procs = descendants(proc.pid)
+        exes = {os.path.realpath(f"/proc/{p}/exe") for p in procs if alive(p)}
+        assert str(embedded_redis_server().resolve()) in exes
+        for p in procs:
+            cmdline = Path(f"/proc/{p}/cmdline").read_bytes() if alive(p) else b""
+            assert b"correct-horse" not in cmdline
+        url = flower.group(1)
+        assert httpx.get(url + "/api/workers", timeout=5).status_code == 401
+        workers = httpx.get(url + "/api/workers", auth=("ops", "correct-horse"), timeout=10)
+        assert workers.status_code == 200
+        assert len(procs) >= 1 + 2 + 3 + 1  # redis, 2 workers with pools, flower
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            if proc.stdout is not None:
+                proc.stdout.close()
+    assert proc.returncode == 0
+    time.sleep(0.5)
+    left = [p for p in procs if alive(p)]
+    assert not left, f"processes left behind: {left}"

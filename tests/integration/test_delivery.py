@@ -1,0 +1,105 @@
+"""Delivery guarantees: no pickle, no lost task when a worker is killed, any client works."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import redis as redis_lib
+from kombu import Connection, Exchange
+
+from proj.tasks.demo import work
+from tests.support import WorkerPool, wait_until
+
+
+def _pool_children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_client_process_that_imports_only_proj_gets_its_result(
+    workers: WorkerPool, redis_client: redis_lib.Redis
+) -> None:
+    workers.start("bulk", ("bulk", "urgent"), concurrency=1)
+    code = (
+        "from proj.tasks.demo import work\nr = work.delay(0.0)\nprint(r.get(timeout=30)['queue'])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "bulk"
+
+
+def test_pickle_message_is_rejected_and_never_runs(
+    workers: WorkerPool, redis_client: redis_lib.Redis, tmp_path: Path
+) -> None:
+    worker = workers.start("bulk", ("bulk",), concurrency=1)
+    marker = tmp_path / "pickle-ran"
+    # Hand-written pickle opcodes for os.system("touch <marker>"): unpickling it runs code.
+    payload = b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
+    task_id = str(uuid.uuid4())
+    with Connection(os.environ["REDIS_URL"]) as conn:
+        producer = conn.Producer()
+        producer.publish(
+            payload,
+            exchange=Exchange("proj", type="direct"),
+            routing_key="bulk",
+            content_type="application/x-python-serialize",
+            content_encoding="binary",
+            headers={"lang": "py", "task": "proj.work", "id": task_id, "argsrepr": "()"},
+        )
+    wait_until(
+        lambda: (
+            "ContentDisallowed" in worker.log_tail(200) or "refused" in worker.log_tail(200).lower()
+        ),
+        20,
+        "the worker to refuse the message",
+    )
+    time.sleep(0.5)
+    assert not marker.exists(), "pickle payload was deserialised"
+    assert work.AsyncResult(task_id).state == "PENDING", "the task must never run"
+    # The refused message is dropped, not redelivered forever.
+    assert redis_client.llen("bulk") == 0
+
+
+def test_prefork_child_killed_mid_task_is_requeued_and_completes(
+    workers: WorkerPool, redis_client: redis_lib.Redis, celery_app: object
+) -> None:
+    worker = workers.start("bulk", ("bulk",), concurrency=1)
+    result = work.delay(2.0)
+    wait_until(lambda: result.state == "STARTED", 20, "the task to start")
+    first = result.info["pid"] if isinstance(result.info, dict) else None
+    children = _pool_children(worker.pid)
+    assert children
+    for child in children:
+        os.kill(child, signal.SIGKILL)
+    out = result.get(timeout=60)
+    assert out["queue"] == "bulk"
+    assert first is None or first not in _pool_children(worker.pid)
+
+
+def test_whole_worker_killed_mid_task_is_redelivered_and_completes(
+    workers: WorkerPool, redis_client: redis_lib.Redis, celery_app: object
+) -> None:
+    # A short visibility timeout so redelivery happens within the test.
+    env = {
+        "PROJ_VISIBILITY_TIMEOUT_S": "6",
+        "PROJ_TASK_TIME_LIMIT_S": "5",
+        "PROJ_TASK_SOFT_TIME_LIMIT_S": "4",
+    }
+    first = workers.start("first", ("bulk",), concurrency=1, env=env)
+    result = work.delay(1.5)
+    wait_until(lambda: result.state == "STARTED", 20, "the task to start")
+    killed_at = time.time()
+    first.signal_group(signal.SIGKILL)
+    first.stop()
+    assert not result.ready()
+    workers.start("second", ("bulk",), concurrency=1, env=env)
+    out = result.get(timeout=60)
+    assert out["hostname"].startswith("second@")
+    assert out["started_at"] > killed_at

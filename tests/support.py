@@ -1,0 +1,106 @@
+"""Helpers shared by the tests: real worker processes and polling."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from proj.stack.procs import ManagedProcess
+from proj.stack.up import WorkerSpec, ping_workers, worker_argv
+
+
+def wait_until(
+    check: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class WorkerPool:
+    """Real ``celery -A proj worker`` processes started by a test."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[ManagedProcess] = []
+
+    def start(
+        self,
+        name: str,
+        queues: tuple[str, ...] = ("urgent", "bulk"),
+        concurrency: int = 2,
+        *,
+        env: dict[str, str] | None = None,
+        pool: str = "prefork",
+        extra_args: tuple[str, ...] = (),
+        wait: bool = True,
+    ) -> ManagedProcess:
+        spec = WorkerSpec(name, queues, concurrency, pool=pool, extra_args=extra_args)
+        proc_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        proc = ManagedProcess(
+            name, worker_argv(spec), env=proc_env, log_path=self.log_dir / f"{name}.log"
+        ).start()
+        self.procs.append(proc)
+        if wait:
+            broker = proc_env["REDIS_URL"]
+
+            def ready() -> bool:
+                if not proc.alive():
+                    raise AssertionError(f"worker {name} exited:\n{proc.log_tail()}")
+                return spec.nodename in ping_workers(broker, [spec.nodename], timeout_s=0.5)
+
+            wait_until(ready, 60, f"worker {spec.nodename}", interval_s=0.2)
+        return proc
+
+    @staticmethod
+    def nodename(name: str) -> str:
+        return WorkerSpec(name, (), 1).nodename
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.stop(timeout_s=10)
+        self.procs.clear()
+
+
+class EventCollector:
+    """Collects Celery events of the given types in a background thread (a real receiver)."""
+
+    def __init__(self, app: object, *types: str) -> None:
+        import threading
+
+        self.app = app
+        self.types = types
+        self.events: list[dict[str, object]] = []
+        self._receiver: object = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        app = self.app
+        with app.connection_for_read() as conn:  # type: ignore[attr-defined]
+            handlers = {t: self.events.append for t in self.types}
+            recv = app.events.Receiver(conn, handlers=handlers)  # type: ignore[attr-defined]
+            self._receiver = recv
+            self._ready.set()
+            try:
+                recv.capture(limit=None, timeout=None, wakeup=False)
+            except Exception:  # stopped, or the connection closed at teardown
+                return
+
+    def start(self) -> EventCollector:
+        self._thread.start()
+        self._ready.wait(10)
+        time.sleep(0.5)  # the receiver's queue is bound once capture() starts consuming
+        return self
+
+    def stop(self) -> None:
+        if self._receiver is not None:
+            self._receiver.should_stop = True  # type: ignore[attr-defined]
+        self._thread.join(5)

@@ -1,0 +1,56 @@
+"""The Celery configuration holds the guarantees the design relies on."""
+
+from __future__ import annotations
+
+from proj import app
+from proj.settings import get_settings
+
+
+def test_config_accepts_json_only() -> None:
+    c = app.conf
+    assert c.task_serializer == c.result_serializer == c.event_serializer == "json"
+    assert list(c.accept_content) == ["json"]
+    assert list(c.result_accept_content) == ["json"]
+
+
+def test_config_acks_late_and_requeues_on_worker_loss() -> None:
+    assert app.conf.task_acks_late is True
+    assert app.conf.task_reject_on_worker_lost is True
+
+
+def test_config_worker_reserves_only_what_it_runs() -> None:
+    assert app.conf.worker_prefetch_multiplier == 1
+
+
+def test_config_priorities_start_at_zero_and_drain_in_order() -> None:
+    opts = app.conf.broker_transport_options
+    assert opts["priority_steps"][0] == 0
+    assert opts["queue_order_strategy"] == "priority"
+    assert app.conf.task_default_priority is not None
+    assert app.conf.task_default_priority in opts["priority_steps"]
+
+
+def test_config_one_visibility_timeout_everywhere() -> None:
+    s = get_settings()
+    vt = s.visibility_timeout_s
+    assert app.conf.broker_transport_options["visibility_timeout"] == vt
+    assert app.conf.result_backend_transport_options["visibility_timeout"] == vt
+    assert app.conf.task_time_limit < vt
+    assert app.conf.task_soft_time_limit < app.conf.task_time_limit
+    assert s.max_countdown_s < vt
+    # The sweep that redelivers a dead worker's messages runs well within the timeout.
+    opts = app.conf.broker_transport_options
+    assert opts["unacked_restore_interval"] * opts["unacked_restore_throttle"] <= max(1, vt // 10)
+
+
+def test_config_explicit_startup_retry_expiry_and_events() -> None:
+    assert app.conf.broker_connection_retry_on_startup is True
+    assert app.conf.result_expires == get_settings().result_expires_s
+    assert app.conf.worker_send_task_events is True
+    assert app.conf.task_send_sent_event is True
+
+
+def test_config_declares_urgent_and_bulk_queues() -> None:
+    names = {q.name for q in app.conf.task_queues}
+    assert names == {"urgent", "bulk"}
+    assert app.conf.task_default_queue == "bulk"

@@ -1,0 +1,74 @@
+"""The settings object: defaults, the REDIS_URL knob, and errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from proj.errors import ConfigError
+from proj.settings import DEFAULT_REDIS_URL, Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for var in list(os.environ):
+        if var.startswith(("PROJ_", "CELERY_", "FLOWER_")) or var == "REDIS_URL":
+            monkeypatch.delenv(var)
+
+
+def test_settings_defaults() -> None:
+    s = load_settings()
+    assert s.redis_url == DEFAULT_REDIS_URL
+    assert not s.redis_url_is_explicit
+    assert s.broker_url == s.result_backend == DEFAULT_REDIS_URL
+
+
+def test_settings_redis_url_feeds_broker_and_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://h:1/3")
+    s = load_settings()
+    assert s.redis_url_is_explicit
+    assert s.broker_url == s.result_backend == "redis://h:1/3"
+
+
+def test_settings_celery_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://h:1/3")
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://b:1/0")
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", "redis://r:1/0")
+    s = load_settings()
+    assert (s.broker_url, s.result_backend) == ("redis://b:1/0", "redis://r:1/0")
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "fragment"),
+    [
+        ("PROJ_VISIBILITY_TIMEOUT_S", "-5", "PROJ_VISIBILITY_TIMEOUT_S"),
+        ("PROJ_VISIBILITY_TIMEOUT_S", "soon", "PROJ_VISIBILITY_TIMEOUT_S"),
+        ("PROJ_DEFAULT_PRIORITY", "12", "PROJ_DEFAULT_PRIORITY"),
+        ("REDIS_URL", "http://localhost", "REDIS_URL"),
+        ("PROJ_TASK_TIME_LIMIT_S", "7200", "below PROJ_VISIBILITY_TIMEOUT_S"),
+        ("PROJ_TASK_SOFT_TIME_LIMIT_S", "400", "below PROJ_TASK_TIME_LIMIT_S"),
+        ("FLOWER_BASIC_AUTH", "nocolon", "user:password"),
+    ],
+)
+def test_settings_error_names_variable_and_value(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert fragment in str(err.value)
+    if var != "FLOWER_BASIC_AUTH":  # never echo a secret back
+        assert value in str(err.value)
+
+
+def test_settings_max_countdown_is_below_visibility_timeout() -> None:
+    s = Settings(visibility_timeout_s=100, task_time_limit_s=50, task_soft_time_limit_s=40)
+    assert s.max_countdown_s < s.visibility_timeout_s
+
+
+def test_settings_flower_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().flower_credentials()[0] == "proj"
+    assert len(load_settings().flower_credentials()[1]) >= 12
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "ops:s3cret")
+    assert load_settings().flower_credentials() == ("ops", "s3cret")

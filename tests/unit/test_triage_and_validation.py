@@ -1,0 +1,92 @@
+"""Triage rules, the router reading triage's header, and item validation."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from proj.pipelines import aggregate, documents, leads
+from proj.routing import route_task
+from proj.settings import Settings
+from proj.triage import QUEUE_HEADER, assess
+
+S = Settings(triage_complex_min_chars=100)
+
+
+def test_triage_urgent_goes_to_urgent_queue_with_small_model() -> None:
+    t = assess("lead", "Please call me ASAP", S)
+    assert (t.urgency, t.queue, t.model) == ("high", "urgent", S.model_small)
+
+
+def test_triage_complex_goes_to_large_model_on_bulk() -> None:
+    t = assess("document", "x" * 100, S)
+    assert (t.complexity, t.queue, t.model) == ("complex", "bulk", S.model_large)
+
+
+def test_triage_explicit_flag_wins_over_words() -> None:
+    assert assess("lead", "urgent!!", S, urgent=False).urgency == "normal"
+    assert assess("lead", "hello", S, urgent=True).urgency == "high"
+    assert assess("lead", "hello", S, urgency="low").queue == "bulk"
+
+
+def test_triage_table_is_configurable() -> None:
+    s = Settings(triage_queue_by_urgency={"high": "bulk", "normal": "urgent", "low": "bulk"})
+    assert assess("lead", "hello", s).queue == "urgent"
+
+
+def test_router_follows_triage_header_but_explicit_queue_wins() -> None:
+    task = SimpleNamespace(urgent=False)
+    assert route_task("t", (), {}, {"headers": {QUEUE_HEADER: "urgent"}}, task=task) == {
+        "queue": "urgent"
+    }
+    assert route_task("t", (), {}, {"headers": {QUEUE_HEADER: "bogus"}}, task=task) == {
+        "queue": "bulk"
+    }
+    opts = {"headers": {QUEUE_HEADER: "urgent"}, "queue": "bulk"}
+    assert route_task("t", (), {}, opts, task=task) == {"queue": "bulk"}
+
+
+def test_lead_validation_names_item_field_and_value() -> None:
+    plan = leads.build(
+        [
+            {"email": "ok@a.com"},
+            {"email": "bad"},
+            {"email": "x@y.com", "company_domain": "no spaces.com"},
+            7,
+        ]
+    )
+    assert plan.accepted == 1
+    msgs = [str(r) for r in plan.rejected]
+    assert msgs[0] == "lead 1 (bad): field 'email' is not a valid email address (got 'bad')"
+    assert "field 'company_domain'" in msgs[1] and "'no spaces.com'" in msgs[1]
+    assert msgs[2].startswith("lead 3: field '(item)' must be a JSON object")
+
+
+def test_all_invalid_gives_no_signature() -> None:
+    plan = leads.build([{"name": "x"}])
+    assert plan.signature is None and plan.accepted == 0
+    assert plan.rejected[0].field == "email" and plan.rejected[0].reason == "is required"
+
+
+def test_lead_defaults_domain_and_key_from_email() -> None:
+    lead = leads.Lead.model_validate({"email": "Ann@Acme.COM"})
+    assert (lead.email, lead.company_domain, lead.key) == (
+        "ann@acme.com",
+        "acme.com",
+        "ann@acme.com",
+    )
+
+
+def test_document_and_source_validation() -> None:
+    assert documents.build({"id": "d", "text": ""}).rejected[0].field == "text"
+    plan = aggregate.build(
+        [
+            {"name": "a", "url": "http://x"},
+            {"name": "a", "url": "http://y"},
+            {"name": "b", "url": "ftp://z"},
+        ]
+    )
+    assert plan.accepted == 1
+    assert {(r.field, r.reason) for r in plan.rejected} == {
+        ("url", "must be an http(s) URL"),
+        ("name", "is a duplicate"),
+    }
