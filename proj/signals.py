@@ -23,6 +23,24 @@ def remember_node(sender: Any = None, **_: Any) -> None:
     outcomes.set_node(str(sender) if sender else None)
 
 
+def start_runtime(**_: Any) -> None:
+    """In a pool process: warm its provider runtime before it takes a task."""
+    from proj.provider import runtime
+
+    runtime.start_process_runtime()
+
+
+def stop_runtime(**_: Any) -> None:
+    """In an exiting pool process: flush and close its provider runtime."""
+    from proj.provider import runtime
+
+    runtime.stop_process_runtime()
+
+
 def connect() -> None:
     signals.before_task_publish.connect(stamp_sent_at, weak=False, dispatch_uid="proj.sent_at")
     signals.worker_process_init.connect(remember_node, weak=False, dispatch_uid="proj.node")
+    signals.worker_process_init.connect(start_runtime, weak=False, dispatch_uid="proj.runtime")
+    signals.worker_process_shutdown.connect(
+        stop_runtime, weak=False, dispatch_uid="proj.runtime_stop"
+    )

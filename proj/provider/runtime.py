@@ -8,6 +8,8 @@ process's loop and waits. Connections are pooled across tasks. A fork gets a fre
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable
@@ -27,6 +29,7 @@ from proj.resilience.ratelimit_store import RedisLimiterStore
 from proj.settings import Settings, get_settings
 
 T = TypeVar("T")
+logger = logging.getLogger("proj.runtime")
 
 
 def send_celery_event(fields: dict[str, object]) -> None:
@@ -188,6 +191,27 @@ class Runtime:
             future.cancel()
             raise
 
+    def warm_up(self, timeout_s: float = 2.0) -> None:
+        """Pay the first-use costs now, before the first task: the HTTP session, a Redis
+        connection, and the clients of the configured dependencies. Otherwise the first call
+        of each new pool process pays them *after* its rate-limit slot, and sixteen processes
+        starting at once crowd that many calls into too short a time."""
+
+        async def warm(providers: Providers) -> None:
+            transport = providers.http._transport  # the AiohttpTransport make_http_client set
+            get_session = getattr(transport, "get_client", None)
+            if get_session is not None:
+                get_session()
+            for name in ("ai", "company", "person"):
+                with contextlib.suppress(ConfigError):  # not configured in this deployment
+                    providers.get(name)
+            await providers.redis.ping()
+
+        try:
+            self.run(warm, timeout_s)
+        except Exception as exc:  # a cold start is slower, never wrong
+            logger.warning("runtime warm-up failed (%s); continuing cold", exc)
+
     def close(self) -> None:
         async def shutdown() -> None:
             for b in self.providers._breakers.values():
@@ -225,6 +249,19 @@ def get_runtime() -> Runtime:
 def run(fn: Callable[[Providers], Awaitable[T]], timeout_s: float | None = None) -> T:
     """Run an async step against this process's providers from synchronous (task) code."""
     return get_runtime().run(fn, timeout_s)
+
+
+def start_process_runtime() -> None:
+    """In a new pool process: create and warm this process's runtime."""
+    get_runtime().warm_up()
+
+
+def stop_process_runtime() -> None:
+    """In an exiting pool process: flush pending breaker and outcome counts, close pools."""
+    try:
+        reset_runtime()
+    except Exception as exc:
+        logger.warning("runtime close failed: %s", exc)
 
 
 def reset_runtime() -> None:

@@ -1,6 +1,11 @@
 """The rate limit as a worker process uses it: ``acquire()`` before a call (sleeping until
 its reserved slot, or raising :class:`RateLimitWait` when that is too far off) and ``push()``
-after a 429."""
+after a 429.
+
+A process that wakes up well after its slot (a loaded machine does not run it on time) does not
+use the stale slot: sending then would crowd the next caller's slot, and the provider would see
+two calls where the limit allows one. It reserves a new slot instead.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,9 @@ from proj.resilience.ratelimit import RateLimit, RateLimitWait
 from proj.resilience.ratelimit_store import LimiterStore
 
 logger = logging.getLogger("proj.ratelimit")
+
+#: A caller that keeps waking late sends on its last reservation rather than starve.
+MAX_RESERVATIONS = 3
 
 
 class Limiter:
@@ -35,24 +43,46 @@ class Limiter:
         self.clock = clock
         self.sleep = sleep
         self._clear_until = 0.0  # unlimited dependency: no push seen until then
+        # Later than this after its slot, a caller takes a new one (a quarter of the interval,
+        # at least 5 ms: finer than that, the clocks and the network blur it anyway).
+        self.late_s = max(0.005, limit.interval_ms / 4000) if limit else float("inf")
+        self.stale_slots = 0  # slots given up because this process woke too late
 
     async def acquire(self) -> float:
         """Wait for a slot; returns the seconds waited. Raises :class:`RateLimitWait`."""
         if self.limit is None and self.clock() < self._clear_until:
             return 0.0
+        waited = 0.0
+        for attempt in range(MAX_RESERVATIONS):
+            due = await self._reserve()
+            if due is None:
+                return waited
+            now = self.clock()
+            if due > now:
+                await self.sleep(due - now)
+                waited += due - now
+            if self.clock() - due <= self.late_s or attempt == MAX_RESERVATIONS - 1:
+                return waited
+            self.stale_slots += 1
+            logger.debug(
+                "rate limit %s: woke %.0f ms late; new slot", self.name, (self.clock() - due) * 1000
+            )
+        return waited
+
+    async def _reserve(self) -> float | None:
+        """Reserve a slot: when it is due (on ``clock``), or None for no limit or no store."""
         try:
             r = await self.store.acquire(self.name, self.limit, self.max_wait_s * 1000)
         except Exception as exc:  # shared state unreachable: do not stop the work
             logger.warning("rate limit %s: store unreachable (%s); not limiting", self.name, exc)
-            return 0.0
+            return None
         wait = r.wait_ms / 1000
         if not r.granted:
             raise RateLimitWait(self.name, wait)
         if self.limit is None and wait == 0:
             self._clear_until = self.clock() + self.cache_s
-        if wait > 0:
-            await self.sleep(wait)
-        return wait
+            return None
+        return self.clock() + wait
 
     async def push(self, retry_after_s: float) -> None:
         """Everyone holds off this dependency for ``retry_after_s`` (a 429's Retry-After)."""

@@ -18,14 +18,16 @@ def _status(r: redis_lib.Redis, node: str) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in r.hgetall(keys.concurrency_status(node)).items()}
 
 
-def _max_in_any_second(times: list[float]) -> int:
+def _busiest_second(times: list[float]) -> tuple[int, float]:
+    """The most arrivals in any 1 s window, and where that window starts (s after the first)."""
     times = sorted(times)
-    best, j = 0, 0
+    best, at, j = 0, 0.0, 0
     for i, t in enumerate(times):
         while times[j] <= t - 1.0:
             j += 1
-        best = max(best, i - j + 1)
-    return best
+        if i - j + 1 > best:
+            best, at = i - j + 1, times[j] - times[0]
+    return best, at
 
 
 def test_adaptive_worker_settles_near_the_provider_capacity(
@@ -85,20 +87,34 @@ def test_adaptive_worker_settles_near_the_provider_capacity(
 
 
 def test_global_rate_limit_holds_across_four_workers(
-    workers: WorkerPool, sim: SimAdmin, provider_env: dict[str, str], redis_client: redis_lib.Redis
+    workers: WorkerPool,
+    sim: SimAdmin,
+    provider_env: dict[str, str],
+    redis_client: redis_lib.Redis,
+    celery_app: object,
 ) -> None:
     sim.configure({"routes": {"company": {"latency_ms": 20}}})
     env = {**provider_env, "PROJ_RATE_LIMITS": json.dumps({"company": "50/s"})}
+    # The workers wait on the (empty) urgent queue while this process publishes the backlog (seconds
+    # of CPU on a 2-core machine), then all take up `bulk` at once: the provider-side count
+    # measures the limiter, not this test competing with the workers for the CPU.
+    nodes = [workers.nodename(f"w{n}") for n in range(4)]
     for n in range(4):
-        workers.start(f"w{n}", ("bulk",), concurrency=4, env=env)
+        workers.start(f"w{n}", ("urgent",), concurrency=4, env=env)
     for i in range(1400):
         calls.company.delay(f"r{i}.com")
+    replies = celery_app.control.add_consumer(  # type: ignore[attr-defined]
+        "bulk", destination=nodes, reply=True, timeout=5
+    )
+    assert len(replies) == 4, replies
     wait_until(lambda: sim.count("company") >= 1300, 60, "the calls to arrive")
     times = sorted(sim.arrivals("company"))
-    start = times[0] + 3.0  # measure 20 s in the middle
-    window = [t for t in times if start <= t < start + 20.0]
-    assert _max_in_any_second(times) <= 50 + 1  # rate plus the burst, in every 1 s window
-    assert len(window) / 20.0 >= 0.95 * 50, len(window) / 20.0
+    busiest, at = _busiest_second(times)
+    start = times[0] + 3.0  # the achieved rate over 20 s in the middle
+    achieved = len([t for t in times if start <= t < start + 20.0]) / 20.0
+    print(f"busiest second: {busiest} calls, {at:.2f}s after the first; {achieved:.1f}/s")
+    assert busiest <= 50 + 1, f"{busiest} calls in the 1 s from {at:.2f}s"  # rate + burst
+    assert achieved >= 0.95 * 50, achieved
 
 
 def test_retry_after_stops_every_worker(

@@ -54,3 +54,51 @@ def test_limiter_sleeps_exactly_its_wait_and_defers_beyond_the_maximum() -> None
     err = asyncio.run(main())
     assert [round(s, 2) for s in slept] == [0.1, 0.2]
     assert err.name == "ai" and 0.25 < err.wait_s <= 0.31
+
+
+class _LateClock:
+    """A clock that a sleep moves forward by the time asked plus ``late_s``."""
+
+    def __init__(self, late_s: float) -> None:
+        self.now = 1000.0
+        self.late_s = late_s
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s + self.late_s
+
+
+def _limiter(clock: _LateClock) -> Limiter:
+    # 50/s: 20 ms apart; a caller more than 5 ms late gives up its slot.
+    return Limiter("ai", RateLimit(50, 1), MemoryLimiterStore(), clock=clock, sleep=clock.sleep)
+
+
+def test_a_caller_that_wakes_late_takes_a_new_slot_instead_of_crowding_the_next() -> None:
+    clock = _LateClock(late_s=0.030)
+    lim = _limiter(clock)
+
+    async def main() -> None:
+        await lim.acquire()  # the first slot is now: no sleep, not late
+        assert lim.stale_slots == 0
+        await lim.acquire()  # wakes 30 ms late every time: two new slots, then it goes
+        assert lim.stale_slots == 2
+        assert len(clock.slept) == 3
+
+    asyncio.run(main())
+
+
+def test_a_caller_a_little_late_keeps_its_slot() -> None:
+    clock = _LateClock(late_s=0.003)
+    lim = _limiter(clock)
+
+    async def main() -> None:
+        for _ in range(3):
+            await lim.acquire()
+        assert lim.stale_slots == 0
+        assert len(clock.slept) == 2
+
+    asyncio.run(main())
