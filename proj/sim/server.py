@@ -38,6 +38,13 @@ class SimState:
     def __init__(self, config: SimConfig | None = None, api_key: str | None = None) -> None:
         self.api_key = api_key
         self.apply(config or SimConfig())
+        # Live state, not counters: requests in flight now, and the requests admitted in the
+        # last second (for capacity_rps). A reset must not forget them, or the capacity is
+        # off by what was in flight when it happened.
+        self.in_flight = dict.fromkeys(ROUTES, 0)
+        self.arrivals: dict[str, collections.deque[float]] = {
+            r: collections.deque() for r in ROUTES
+        }
         self.reset_counters()
 
     def apply(self, config: SimConfig) -> None:
@@ -48,11 +55,7 @@ class SimState:
 
     def reset_counters(self) -> None:
         self.counts = {r: dict.fromkeys(OUTCOMES, 0) for r in ROUTES}
-        self.in_flight = dict.fromkeys(ROUTES, 0)
-        self.max_in_flight = dict.fromkeys(ROUTES, 0)
-        self.arrivals: dict[str, collections.deque[float]] = {
-            r: collections.deque() for r in ROUTES
-        }
+        self.max_in_flight = dict(self.in_flight)
         self.timeline: dict[str, collections.Counter[int]] = {
             r: collections.Counter() for r in ROUTES
         }
