@@ -38,13 +38,9 @@ class SimState:
     def __init__(self, config: SimConfig | None = None, api_key: str | None = None) -> None:
         self.api_key = api_key
         self.apply(config or SimConfig())
-        # Live state, not counters: requests in flight now, and the requests admitted in the
-        # last second (for capacity_rps). A reset must not forget them, or the capacity is
-        # off by what was in flight when it happened.
+        # A gauge, not a counter: a reset must not forget the requests in flight, or the
+        # concurrent capacity is off by what was in flight when it happened.
         self.in_flight = dict.fromkeys(ROUTES, 0)
-        self.arrivals: dict[str, collections.deque[float]] = {
-            r: collections.deque() for r in ROUTES
-        }
         self.reset_counters()
 
     def apply(self, config: SimConfig) -> None:
@@ -56,6 +52,9 @@ class SimState:
     def reset_counters(self) -> None:
         self.counts = {r: dict.fromkeys(OUTCOMES, 0) for r in ROUTES}
         self.max_in_flight = dict(self.in_flight)
+        self.arrivals: dict[str, collections.deque[float]] = {
+            r: collections.deque() for r in ROUTES
+        }
         self.timeline: dict[str, collections.Counter[int]] = {
             r: collections.Counter() for r in ROUTES
         }
@@ -274,4 +273,7 @@ def serve(host: str, port: int, state: SimState) -> None:
         print=None,
         backlog=4096,
         handle_signals=True,
+        # A caller that hangs up is no longer in flight: its handler is cancelled (and the
+        # gauge falls), as a real provider stops work on a closed connection.
+        handler_cancellation=True,
     )

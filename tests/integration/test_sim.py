@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 
 import httpx
 
@@ -31,3 +33,18 @@ def test_capacity_holds_across_a_counter_reset(sim: SimAdmin) -> None:
     stats = sim.stats()
     assert stats["in_flight"]["company"] == 0
     assert stats["counts"]["company"]["rate_limited"] == 1
+
+
+def test_a_caller_that_hangs_up_is_no_longer_in_flight(sim: SimAdmin) -> None:
+    sim.configure({"routes": {"company": {"timeout_rate": 1.0, "hang_s": 30}}})
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with (
+        httpx.Client(base_url=sim.base_url, headers=headers) as http,
+        contextlib.suppress(httpx.TimeoutException),
+    ):
+        http.get("/v1/companies/hang.com", timeout=0.5)
+    deadline = time.monotonic() + 5
+    while sim.stats()["in_flight"]["company"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sim.stats()["in_flight"]["company"] == 0
+    assert sim.count("company", "timeout") == 1
