@@ -15,8 +15,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import aiohttp
 import httpx
 import redis.asyncio as aioredis
+from httpx_aiohttp import AiohttpTransport
 
 from proj.errors import ConfigError
 from proj.provider.client import ProviderClient, make_http_client
@@ -199,9 +201,11 @@ class Runtime:
 
         async def warm(providers: Providers) -> None:
             transport = providers.http._transport  # the AiohttpTransport make_http_client set
-            get_session = getattr(transport, "get_client", None)
-            if get_session is not None:
-                get_session()
+            if isinstance(transport, AiohttpTransport) and not isinstance(
+                transport.client, aiohttp.ClientSession
+            ):
+                # What the transport does on its first request: create the session and keep it.
+                transport.client = transport.get_client()
             for name in ("ai", "company", "person"):
                 with contextlib.suppress(ConfigError):  # not configured in this deployment
                     providers.get(name)

@@ -93,3 +93,35 @@ def test_client_wrong_key_is_permanent(sim: SimAdmin) -> None:
 def test_client_connection_refused_is_a_connection_error() -> None:
     with pytest.raises(ProviderConnectionError):
         _run(f"http://127.0.0.1:{free_port()}", _chat)
+
+
+def test_warm_up_prepares_the_session_and_connections_the_first_call_uses(
+    sim: SimAdmin,
+    provider_env: dict[str, str],
+    redis_client: object,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pool process warms its runtime on start; the first call then reuses what it made
+    (and the warm-up itself calls no provider)."""
+    import aiohttp
+
+    from proj.provider import runtime
+    from proj.settings import reset_settings
+
+    for k, v in provider_env.items():
+        monkeypatch.setenv(k, v)
+    reset_settings()
+    runtime.reset_runtime()
+    try:
+        rt = runtime.get_runtime()
+        rt.warm_up()
+        session = rt.providers.http._transport.client  # type: ignore[attr-defined]
+        assert isinstance(session, aiohttp.ClientSession) and not session.closed
+        assert set(rt.providers._clients) == {"ai", "company", "person"}
+        assert sim.stats()["totals"]["company"] == 0
+        rt.run(lambda p: p.company.get_json("/v1/companies/warm.com"))
+        assert rt.providers.http._transport.client is session  # type: ignore[attr-defined]
+    finally:
+        runtime.reset_runtime()
+        monkeypatch.undo()
+        reset_settings()
