@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -24,17 +25,20 @@ def remember_node(sender: Any = None, **_: Any) -> None:
 
 
 def start_runtime(**_: Any) -> None:
-    """In a pool process: warm its provider runtime before it takes a task."""
+    """In a new pool process: create and warm its provider runtime before it takes a task."""
     from proj.provider import runtime
 
-    runtime.start_process_runtime()
+    runtime.get_runtime().warm_up()
 
 
 def stop_runtime(**_: Any) -> None:
-    """In an exiting pool process: flush and close its provider runtime."""
+    """In an exiting pool process: flush pending breaker and outcome counts, close pools."""
     from proj.provider import runtime
 
-    runtime.stop_process_runtime()
+    try:
+        runtime.reset_runtime()
+    except Exception as exc:
+        logging.getLogger("proj.runtime").warning("runtime close failed: %s", exc)
 
 
 def connect() -> None:

@@ -255,19 +255,6 @@ def run(fn: Callable[[Providers], Awaitable[T]], timeout_s: float | None = None)
     return get_runtime().run(fn, timeout_s)
 
 
-def start_process_runtime() -> None:
-    """In a new pool process: create and warm this process's runtime."""
-    get_runtime().warm_up()
-
-
-def stop_process_runtime() -> None:
-    """In an exiting pool process: flush pending breaker and outcome counts, close pools."""
-    try:
-        reset_runtime()
-    except Exception as exc:
-        logger.warning("runtime close failed: %s", exc)
-
-
 def reset_runtime() -> None:
     """Close this process's runtime (tests, and after settings change)."""
     global _runtime

@@ -53,21 +53,25 @@ class Limiter:
         if self.limit is None and self.clock() < self._clear_until:
             return 0.0
         waited = 0.0
-        for attempt in range(MAX_RESERVATIONS):
+        for _ in range(MAX_RESERVATIONS - 1):
             due = await self._reserve()
             if due is None:
                 return waited
-            now = self.clock()
-            if due > now:
-                await self.sleep(due - now)
-                waited += due - now
-            if self.clock() - due <= self.late_s or attempt == MAX_RESERVATIONS - 1:
+            waited += await self._sleep_until(due)
+            late = self.clock() - due
+            if late <= self.late_s:
                 return waited
             self.stale_slots += 1
-            logger.debug(
-                "rate limit %s: woke %.0f ms late; new slot", self.name, (self.clock() - due) * 1000
-            )
-        return waited
+            logger.debug("rate limit %s: woke %.0f ms late; new slot", self.name, late * 1000)
+        due = await self._reserve()  # the last reservation goes however late it wakes
+        return waited if due is None else waited + await self._sleep_until(due)
+
+    async def _sleep_until(self, due: float) -> float:
+        wait = due - self.clock()
+        if wait <= 0:
+            return 0.0
+        await self.sleep(wait)
+        return wait
 
     async def _reserve(self) -> float | None:
         """Reserve a slot: when it is due (on ``clock``), or None for no limit or no store."""
