@@ -1,0 +1,44 @@
+"""The worker's main process freezes the GC across billiard's forks (no servers).
+
+billiard runs a full ``gc.collect()`` before each fork; with the main process's objects frozen
+it has nothing to walk, which is what made growing a pool by 40 processes stall the worker for
+seconds. The parent thaws right after the fork; the child keeps the inherited objects frozen.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+
+from celery import signals as celery_signals
+
+from proj import signals
+
+
+def test_the_parent_thaws_after_the_fork_and_the_child_keeps_the_freeze() -> None:
+    signals.connect()  # registers the fork hooks once, however often it is called
+    signals.connect()
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    # what billiard's AsynPool sends just before its gc.collect() and fork
+    celery_signals.worker_before_create_process.send(sender=None)
+    assert gc.get_freeze_count() > 0
+    pid = os.fork()
+    if pid == 0:  # the child: still frozen
+        os._exit(0 if gc.get_freeze_count() > 0 else 1)
+    assert gc.get_freeze_count() == 0
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_fork_proj_did_not_freeze_for_leaves_an_outside_freeze_alone() -> None:
+    signals.connect()
+    gc.freeze()  # someone else's (an app server freezing before its own forks)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
