@@ -1,10 +1,8 @@
 """The adaptive controller in a worker's main process: every tick, read the node's call
-outcomes, decide (:mod:`proj.resilience.concurrency`), and resize the pool.
-
-Resizing uses the same calls as Celery's ``pool_grow``/``pool_shrink`` control commands: the
-pool's ``grow``/``shrink`` and the consumer's prefetch count, so the worker always reserves
-exactly as many tasks as it has processes. A shrink that finds every process busy lowers the
-prefetch at once and removes processes as they become idle.
+outcomes, decide (:mod:`proj.resilience.concurrency`), and resize the pool
+(:mod:`proj.resilience.poolsize`). While a resize is under way (processes still to fork, or
+retired ones still finishing their job) it does not decide again: the outcomes would judge the
+old size. The new size is judged on the calls made from the moment it holds.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from celery.worker import state as worker_state
 from proj import keys
 from proj.resilience.concurrency import ConcurrencyPolicy, ControllerState, decide
 from proj.resilience.outcomes import window_counts
+from proj.resilience.poolsize import PoolResizer
 
 logger = logging.getLogger("proj.concurrency")
 
@@ -26,15 +25,21 @@ _PRIORITY_SEP = "\x06\x16"
 
 
 class Controller:
-    def __init__(self, worker: Any, policy: ConcurrencyPolicy, client: redis.Redis) -> None:
+    def __init__(
+        self,
+        worker: Any,
+        policy: ConcurrencyPolicy,
+        client: redis.Redis,
+        resizer: PoolResizer | None = None,
+    ) -> None:
         self.worker = worker
+        self.resizer = resizer or PoolResizer(worker)
         self.policy = policy
         self.client = client
         self.node = worker.hostname
         self.limit = int(worker.pool.num_processes)
         self.state = ControllerState(self.limit, slow_start=policy.slow_start)
         self.last_change = time.time()
-        self.pending_shrink = 0
         self.last_reason = "started"
         self.last_rate: float | None = None
 
@@ -67,6 +72,10 @@ class Controller:
         waiting = self._waiting(queues)
         self.last_rate = ok / (ok + failed) if ok + failed else None
         in_use = len(worker_state.active_requests)
+        if self.resizer.settling():
+            self.last_change = now  # so the new size is judged from the moment it holds
+            self._publish(queues, waiting, ok + failed)
+            return
         d = decide(
             self.policy,
             self.state,
@@ -82,32 +91,22 @@ class Controller:
             self._resize(d.limit)
             self.last_change = now
             self.last_reason = d.reason
-        self._shrink_pending()
         self._publish(queues, waiting, ok + failed)
+
+    def set_limit(self, new: int, reason: str) -> None:
+        """An operator's size: kept until the outcomes at that size say otherwise."""
+        logger.info("concurrency %d -> %d: %s", self.limit, new, reason)
+        self._resize(new)
+        self.state = ControllerState(new, slow_start=False, last_good=new)
+        self.last_change = time.time()
+        self.last_reason = reason
 
     def _resize(self, new: int) -> None:
         delta = new - self.limit
         self.limit = new
         # The pool's size as `celery inspect stats` and Flower report it ("max-concurrency").
         self.worker.pool.limit = new
-        consumer = self.worker.consumer
-        if delta > 0:
-            cancel = min(delta, self.pending_shrink)  # processes still waiting to be removed
-            self.pending_shrink -= cancel
-            if delta - cancel:
-                self.worker.pool.grow(delta - cancel)
-            consumer._update_prefetch_count(delta)
-        elif delta < 0:
-            consumer._update_prefetch_count(delta)
-            self.pending_shrink += -delta
-
-    def _shrink_pending(self) -> None:
-        while self.pending_shrink > 0:
-            try:
-                self.worker.pool.shrink(1)
-            except ValueError:  # every process is busy; try again next tick
-                return
-            self.pending_shrink -= 1
+        self.resizer.resize(delta)
 
     def _publish(self, queues: list[str], waiting: int, calls: int) -> None:
         key = keys.concurrency_status(self.node)

@@ -84,6 +84,7 @@ def test_adaptive_worker_settles_near_the_provider_capacity(
     assert 2 <= len(pool["processes"]) <= 100
     logs = (workers.log_dir / "adaptive.log").read_text()
     assert "concurrency 5 -> 10: success 100.0% > 95% and work waiting" in logs
+    assert "WorkerLostError" not in logs  # no shrink ended a process that had a job
 
 
 def test_global_rate_limit_holds_across_four_workers(
@@ -139,3 +140,69 @@ def test_retry_after_stops_every_worker(
     assert gaps, "every worker paused"
     gap = max(gaps)
     assert 1.7 <= gap <= 2.6, gap
+
+
+def _resize(app: object, node: str, n: object) -> dict[str, str]:
+    replies = app.control.broadcast(  # type: ignore[attr-defined]
+        "proj_resize", arguments={"n": n}, destination=[node], reply=True, timeout=5
+    )
+    assert len(replies) == 1, replies
+    return dict(replies[0][node])
+
+
+def _processes(app: object, node: str) -> int:
+    inspect = app.control.inspect(destination=[node], timeout=2)  # type: ignore[attr-defined]
+    stats = inspect.stats() or {}
+    return len(stats[node]["pool"]["processes"]) if node in stats else -1
+
+
+def test_resize_shrinks_a_busy_pool_without_ending_a_job(
+    workers: WorkerPool,
+    sim: SimAdmin,
+    provider_env: dict[str, str],
+    redis_client: redis_lib.Redis,
+    celery_app: object,
+) -> None:
+    """Celery's own pool_shrink cannot shrink a worker whose processes are all busy, and its
+    test of idle can pick a process a job was just written to. proj_resize retires processes:
+    they take no new job and end once they have none."""
+    sim.configure({"routes": {"company": {"latency_ms": 300}}})
+    env = {**provider_env, "PROJ_BREAKER_ENABLED": "false"}
+    workers.start("resize", ("bulk",), concurrency=8, env=env)
+    node = workers.nodename("resize")
+    n = 240
+    results = [calls.company.delay(f"z{i}.com") for i in range(n)]
+    wait_until(lambda: sim.stats()["in_flight"]["company"] == 8, 30, "all 8 processes busy")
+
+    assert _resize(celery_app, node, 3) == {"ok": "pool 8 -> 3"}
+    wait_until(lambda: _processes(celery_app, node) == 3, 15, "the pool to shrink to 3")
+    backlog = sum(redis_client.llen(k) for k in redis_client.scan_iter(b"bulk*"))
+    assert backlog > 0, "the pool shrank while a backlog was waiting"
+    sim.reset()
+    time.sleep(1.5)
+    assert 1 <= sim.stats()["max_in_flight"]["company"] <= 3
+
+    assert _resize(celery_app, node, 12) == {"ok": "pool 3 -> 12"}
+    wait_until(lambda: _processes(celery_app, node) == 12, 15, "the pool to grow to 12")
+    # Shrink and grow while jobs are being handed out: no process is ended with a job.
+    for size in (5, 10, 2, 9, 4, 12):
+        assert _resize(celery_app, node, size)["ok"].endswith(f"-> {size}")
+        time.sleep(0.4)
+    wait_until(lambda: all(r.ready() for r in results), 90, "every task to finish")
+    assert [r.status for r in results] == ["SUCCESS"] * n
+    log = (workers.log_dir / "resize.log").read_text()
+    assert "WorkerLostError" not in log
+    assert "SIGTERM" not in log.replace("exited with 'signal 15 (SIGTERM)'", "")
+    succeeded = [
+        line for line in log.splitlines() if "proj.calls.company[" in line and "succeeded" in line
+    ]
+    ids = [line.split("[", 2)[2].split("]")[0] for line in succeeded]
+    assert len(ids) == n and len(set(ids)) == n  # each task ran to success exactly once
+
+
+def test_resize_names_a_bad_size(workers: WorkerPool, celery_app: object) -> None:
+    workers.start("badsize", ("bulk",), concurrency=2)
+    node = workers.nodename("badsize")
+    assert _resize(celery_app, node, 0) == {"error": "n: must be a whole number >= 1, got 0"}
+    assert _resize(celery_app, node, "x") == {"error": "n: must be a whole number >= 1, got 'x'"}
+    assert _processes(celery_app, node) == 2
