@@ -14,6 +14,7 @@ from typing import Any
 import click
 import redis
 from celery import bootsteps
+from celery.exceptions import ImproperlyConfigured
 from celery.worker.control import control_command
 
 from proj.resilience import outcomes
@@ -53,6 +54,8 @@ class AdaptiveConcurrency(bootsteps.StartStopStep):
     def create(self, w: Any) -> None:
         w.proj_resizer = None
         w.proj_controller = None
+        if self.adaptive:
+            _check_adaptive_pool(w)
 
     def register_with_event_loop(self, w: Any, hub: Any) -> None:
         if not PoolResizer.supports(w.pool):
@@ -65,6 +68,27 @@ class AdaptiveConcurrency(bootsteps.StartStopStep):
         )
         w.proj_controller = self.controller
         hub.call_repeatedly(self.tick_s, self.controller.tick)
+
+
+def _check_adaptive_pool(w: Any) -> None:
+    """Refuse ``--adaptive`` where it could not act, rather than run a fixed pool silently."""
+    from celery.concurrency import ALIASES
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    if not isinstance(w.pool, PreforkPool):
+        cls = type(w.pool)
+        path = f"{cls.__module__}:{cls.__name__}"
+        name = next((alias for alias, p in ALIASES.items() if p == path), path)
+        raise ImproperlyConfigured(
+            f"--adaptive: needs the prefork pool (-P prefork), this worker runs -P {name}"
+        )
+    if not w.use_eventloop:
+        raise ImproperlyConfigured(
+            "--adaptive: needs a worker event loop (a Redis or AMQP broker); "
+            "this worker's broker transport has none"
+        )
+    if getattr(w, "autoscale", None):
+        raise ImproperlyConfigured("--adaptive and --autoscale both size the pool: choose one")
 
 
 @control_command(args=[("n", int)], signature="N")

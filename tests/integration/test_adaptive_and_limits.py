@@ -206,3 +206,24 @@ def test_resize_names_a_bad_size(workers: WorkerPool, celery_app: object) -> Non
     assert _resize(celery_app, node, 0) == {"error": "n: must be a whole number >= 1, got 0"}
     assert _resize(celery_app, node, "x") == {"error": "n: must be a whole number >= 1, got 'x'"}
     assert _processes(celery_app, node) == 2
+
+
+def test_adaptive_refuses_a_pool_it_cannot_resize(workers: WorkerPool) -> None:
+    """A worker asked to adapt a pool it cannot resize stops at start-up and says why,
+    rather than run a fixed pool while its operator believes it adapts."""
+    cases = {
+        "threads": (
+            ("-P", "threads", "--adaptive"),
+            "--adaptive: needs the prefork pool (-P prefork), this worker runs -P threads",
+        ),
+        "autoscale": (("--adaptive", "--autoscale", "4,2"), "--adaptive and --autoscale both"),
+    }
+    procs = {
+        name: workers.start(f"refuse-{name}", ("bulk",), extra_args=args, wait=False)
+        for name, (args, _) in cases.items()
+    }
+    for name, (_, message) in cases.items():
+        proc = procs[name]
+        wait_until(lambda: not proc.alive(), 60, f"the {name} worker to exit")  # noqa: B023
+        assert proc.stop() == 1
+        assert f"ImproperlyConfigured: {message}" in proc.log_tail()
