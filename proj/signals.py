@@ -33,6 +33,15 @@ def start_runtime(**_: Any) -> None:
     runtime.get_runtime().warm_up()
 
 
+def prepare_for_fork(**_: Any) -> None:
+    """In a worker's main process, before the pool forks: make what every pool process would
+    otherwise make for itself at start-up, so they inherit it (see
+    :func:`proj.provider.client.shared_ssl_context`)."""
+    from proj.provider.client import shared_ssl_context
+
+    shared_ssl_context()
+
+
 def stop_runtime(**_: Any) -> None:
     """In an exiting pool process: flush pending breaker and outcome counts, close pools."""
     from proj.provider import runtime
@@ -92,6 +101,7 @@ def connect() -> None:
         freeze_gc_for_fork, weak=False, dispatch_uid="proj.gc_freeze"
     )
     signals.before_task_publish.connect(stamp_sent_at, weak=False, dispatch_uid="proj.sent_at")
+    signals.worker_init.connect(prepare_for_fork, weak=False, dispatch_uid="proj.prefork")
     signals.worker_process_init.connect(remember_node, weak=False, dispatch_uid="proj.node")
     signals.worker_process_init.connect(start_runtime, weak=False, dispatch_uid="proj.runtime")
     signals.worker_process_shutdown.connect(

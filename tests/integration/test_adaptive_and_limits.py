@@ -9,6 +9,7 @@ import time
 import redis as redis_lib
 
 from proj import keys
+from proj.resilience import poolsize
 from proj.sim.admin import SimAdmin
 from proj.tasks import calls
 from tests.support import WorkerPool, wait_until
@@ -150,10 +151,14 @@ def _resize(app: object, node: str, n: object) -> dict[str, str]:
     return dict(replies[0][node])
 
 
-def _processes(app: object, node: str) -> int:
+def _pids(app: object, node: str) -> set[int]:
     inspect = app.control.inspect(destination=[node], timeout=2)  # type: ignore[attr-defined]
     stats = inspect.stats() or {}
-    return len(stats[node]["pool"]["processes"]) if node in stats else -1
+    return set(stats[node]["pool"]["processes"]) if node in stats else set()
+
+
+def _processes(app: object, node: str) -> int:
+    return len(_pids(app, node)) or -1
 
 
 def test_resize_shrinks_a_busy_pool_without_ending_a_job(
@@ -170,7 +175,7 @@ def test_resize_shrinks_a_busy_pool_without_ending_a_job(
     env = {**provider_env, "PROJ_BREAKER_ENABLED": "false"}
     workers.start("resize", ("bulk",), concurrency=8, env=env)
     node = workers.nodename("resize")
-    n = 240
+    n = 400
     results = [calls.company.delay(f"z{i}.com") for i in range(n)]
     wait_until(lambda: sim.stats()["in_flight"]["company"] == 8, 30, "all 8 processes busy")
 
@@ -184,6 +189,13 @@ def test_resize_shrinks_a_busy_pool_without_ending_a_job(
 
     assert _resize(celery_app, node, 12) == {"ok": "pool 3 -> 12"}
     wait_until(lambda: _processes(celery_app, node) == 12, 15, "the pool to grow to 12")
+    # A process retired and needed again soon is taken back, not ended and forked anew.
+    pids = _pids(celery_app, node)
+    assert _resize(celery_app, node, 7) == {"ok": "pool 12 -> 7"}
+    assert _resize(celery_app, node, 12) == {"ok": "pool 7 -> 12"}
+    wait_until(lambda: sim.stats()["in_flight"]["company"] == 12, 10, "12 calls at once")
+    time.sleep(poolsize.RETIRE_GRACE_S + 1)  # long enough for a retired process to be ended
+    assert _pids(celery_app, node) == pids
     # Shrink and grow while jobs are being handed out: no process is ended with a job.
     for size in (5, 10, 2, 9, 4, 12):
         assert _resize(celery_app, node, size)["ok"].endswith(f"-> {size}")

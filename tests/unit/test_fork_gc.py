@@ -42,3 +42,22 @@ def test_a_fork_proj_did_not_freeze_for_leaves_an_outside_freeze_alone() -> None
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_pool_processes_inherit_the_tls_context_the_main_process_made() -> None:
+    """Loading the CA bundle costs a new pool process ~25 ms of CPU; made once in the worker's
+    main process (on ``worker_init``, before the pool forks), every child uses that one."""
+    from proj.provider.client import make_http_client, shared_ssl_context
+
+    signals.connect()
+    shared_ssl_context.cache_clear()
+    celery_signals.worker_init.send(sender=None)
+    made = shared_ssl_context.cache_info().currsize
+    ctx = shared_ssl_context()
+    pid = os.fork()
+    if pid == 0:  # a pool process: its HTTP client uses the inherited context
+        client = make_http_client(max_connections=1, connect_timeout_s=1)
+        os._exit(0 if client._transport.ssl_context is ctx else 1)  # type: ignore[attr-defined]
+    _, status = os.waitpid(pid, 0)
+    assert made == 1
+    assert os.waitstatus_to_exitcode(status) == 0
