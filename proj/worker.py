@@ -49,13 +49,12 @@ class AdaptiveConcurrency(bootsteps.StartStopStep):
         self.redis_url = settings.redis_url
         self.controller: Controller | None = None
         if self.adaptive:
+            _check_adaptive_pool(w)  # before any pool exists (solo and threads start at once)
             outcomes.enable()  # before the pool forks: its processes inherit it
 
     def create(self, w: Any) -> None:
         w.proj_resizer = None
         w.proj_controller = None
-        if self.adaptive:
-            _check_adaptive_pool(w)
 
     def register_with_event_loop(self, w: Any, hub: Any) -> None:
         if not PoolResizer.supports(w.pool):
@@ -75,8 +74,8 @@ def _check_adaptive_pool(w: Any) -> None:
     from celery.concurrency import ALIASES
     from celery.concurrency.prefork import TaskPool as PreforkPool
 
-    if not isinstance(w.pool, PreforkPool):
-        cls = type(w.pool)
+    cls = w.pool_cls  # steps are made before any of them creates its part: no pool yet
+    if not (isinstance(cls, type) and issubclass(cls, PreforkPool)):
         path = f"{cls.__module__}:{cls.__name__}"
         name = next((alias for alias, p in ALIASES.items() if p == path), path)
         raise ImproperlyConfigured(

@@ -29,6 +29,7 @@ It reads and updates Celery's ``AsynPool`` bookkeeping (``_cache``, ``_busy_work
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from typing import Any
@@ -168,8 +169,18 @@ class PoolResizer:
         idle = [p for p in alive if p.pid not in busy_pids and p.inqW_fd not in busy_fds]
         proc = (idle or alive)[0]
         del self.retiring[proc]
-        pool._fileno_to_inq[proc.inqW_fd] = proc
-        pool._all_inqueues.add(proc.inqW_fd)
+        fd = proc.inqW_fd
+        # What retiring it made the pool forget (``on_inqueue_close``): a process still running
+        # its job is busy (the fair scheduler would otherwise queue a second job behind it, and
+        # keep doing so, one slot of the pool lost for good), and a job still being written to
+        # it keeps its writer (or the pool would register over it and never finish the write).
+        if proc.pid in busy_pids:
+            pool._busy_workers.add(fd)
+        writer = self.hub.writers.get(fd) if self.hub is not None else None
+        if writer is not None and inspect.isgenerator(writer[0]):
+            pool._active_writes.add(fd)
+        pool._fileno_to_inq[fd] = proc
+        pool._all_inqueues.add(fd)
         self._count(+1)
         self.revived += 1
         return True
