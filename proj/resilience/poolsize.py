@@ -21,6 +21,8 @@ processes already up sit idle.
   its result pipe), so retired processes are ended one per ``REAP_INTERVAL_S``, and only once
   they have stayed unneeded for ``RETIRE_GRACE_S``: growth within that time takes a retired
   process back instead of forking one, which is what an AIMD sawtooth needs every few seconds.
+  A process that exits on its own meanwhile (a crash, ``--max-tasks-per-child``) gets a retired
+  one in its place: billiard counts retired processes and would not replace it.
 
 It reads and updates Celery's ``AsynPool`` bookkeeping (``_cache``, ``_busy_workers``,
 ``_fileno_to_inq``, ``_all_inqueues``), the same structures its own ``on_inqueue_close`` and
@@ -158,9 +160,10 @@ class PoolResizer:
         self.retiring[proc] = time.monotonic()
         return True
 
-    def _revive_one(self) -> bool:
+    def _revive_one(self, count: bool = True) -> bool:
         """Take back a retired process that is still up (an idle one if any), as the pool's
-        own ``on_process_alive`` admits a new one. False when there is none."""
+        own ``on_process_alive`` admits a new one, and (``count``) count it into the pool's
+        size. False when there is none."""
         pool = self._pool
         alive = [p for p in self.retiring if p.is_alive() and p in pool._pool]
         if not alive:
@@ -181,9 +184,21 @@ class PoolResizer:
             pool._active_writes.add(fd)
         pool._fileno_to_inq[fd] = proc
         pool._all_inqueues.add(fd)
-        self._count(+1)
+        if count:
+            self._count(+1)
         self.revived += 1
         return True
+
+    def _fill_in(self) -> None:
+        """Put a retired process in the place of one that exited on its own (a crash,
+        ``--max-tasks-per-child``). billiard replaces an exited process only when the pool holds
+        fewer processes than its size, and it counts the retired ones: until they are ended the
+        pool would run short."""
+        pool = self._pool
+        working = sum(1 for p in pool._pool if p not in self.retiring and p.is_alive())
+        for _ in range(pool._processes - working):
+            if not self._revive_one(count=False):
+                return
 
     def reap(self, end: bool = True) -> None:
         """Retire what is still to retire and forget retired processes that have exited;
@@ -192,6 +207,9 @@ class PoolResizer:
             self.to_retire -= 1
         for proc in [p for p in self.retiring if not p.is_alive()]:
             del self.retiring[proc]
+        if not self.retiring:
+            return
+        self._fill_in()
         if not end or not self.retiring:
             return
         busy_pids, busy_fds = self._busy()

@@ -248,3 +248,32 @@ def test_adaptive_refuses_a_pool_it_cannot_resize(workers: WorkerPool) -> None:
         wait_until(lambda: not proc.alive(), 60, f"the {name} worker to exit")  # noqa: B023
         assert proc.stop() == 1
         assert f"ImproperlyConfigured: {message}" in proc.log_tail()
+
+
+def test_a_process_that_exits_on_its_own_is_replaced_while_retired_ones_wait(
+    workers: WorkerPool,
+    sim: SimAdmin,
+    provider_env: dict[str, str],
+    celery_app: object,
+) -> None:
+    """With --max-tasks-per-child a process exits every few tasks. billiard replaces it only
+    when the pool holds fewer processes than its size, and it counts retired processes, so
+    after a shrink the pool ran short until they were ended. A retired one takes its place."""
+    sim.configure({"routes": {"company": {"latency_ms": 300}}})
+    env = {**provider_env, "PROJ_BREAKER_ENABLED": "false"}
+    extra = ("--max-tasks-per-child", "2")
+    workers.start("recycle", ("bulk",), concurrency=8, env=env, extra_args=extra)
+    node = workers.nodename("recycle")
+    results = [calls.company.delay(f"r{i}.com") for i in range(200)]
+    wait_until(lambda: sim.stats()["in_flight"]["company"] == 8, 30, "all 8 processes busy")
+    assert _resize(celery_app, node, 4) == {"ok": "pool 8 -> 4"}
+    time.sleep(0.5)  # the retired processes finish their job; the others exit every 2 tasks
+    seen: collections.Counter[int] = collections.Counter()
+    end = time.monotonic() + poolsize.RETIRE_GRACE_S - 0.5
+    while time.monotonic() < end:
+        seen[sim.stats()["in_flight"]["company"]] += 1
+        time.sleep(0.02)
+    assert seen.most_common(1)[0][0] == 4, sorted(seen.items())
+    assert max(seen) <= 4
+    wait_until(lambda: all(r.ready() for r in results), 90, "every task to finish")
+    assert [r.status for r in results] == ["SUCCESS"] * len(results)
