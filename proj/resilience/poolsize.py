@@ -34,6 +34,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 logger = logging.getLogger("proj.concurrency")
@@ -51,7 +52,6 @@ class PoolResizer:
         self.pending_grow = 0
         self.to_retire = 0  # processes to retire once they are up (forked, not yet started)
         self.retiring: dict[Any, float] = {}  # retired process -> when (monotonic)
-        self.revived = 0  # retired processes taken back by growth (for tests and logs)
         self._reaper: Any = None
         self._growing: Any = None
 
@@ -73,8 +73,8 @@ class PoolResizer:
         self.reap(end=False)
         if self.pending_grow > 0 or self.to_retire > 0:
             return True
-        busy_pids, busy_fds = self._busy()
-        return any(p.pid in busy_pids or p.inqW_fd in busy_fds for p in self.retiring)
+        has_job = self._has_job()
+        return any(has_job(p) for p in self.retiring)
 
     def resize(self, delta: int) -> None:
         if delta > 0:
@@ -119,9 +119,9 @@ class PoolResizer:
             else:
                 self._grow_some()
 
-    def _busy(self) -> tuple[set[int], set[int]]:
-        """Pids of processes with a job (acknowledged, scheduled or being written), and the
-        in-queue fds the pool counts busy."""
+    def _has_job(self) -> Callable[[Any], bool]:
+        """A test of whether a process has a job now (acknowledged, scheduled or being
+        written, or its in-queue counted busy by the pool)."""
         pool = self._pool
         pids: set[int] = set()
         for job in list(pool._cache.values()):
@@ -129,7 +129,8 @@ class PoolResizer:
             for proc in (job._scheduled_for, job._write_to):
                 if proc is not None:
                     pids.add(proc.pid)
-        return pids, set(pool._busy_workers) | set(pool._active_writes)
+        fds = set(pool._busy_workers) | set(pool._active_writes)
+        return lambda proc: proc.pid in pids or proc.inqW_fd in fds
 
     def _count(self, n: int) -> None:
         """Count ``n`` processes into (or, negative, out of) the pool's size and prefetch."""
@@ -144,7 +145,7 @@ class PoolResizer:
         """Stop giving jobs to one started process (an idle one if any) and count it out of the
         pool. False when every started process is already retiring."""
         pool = self._pool
-        busy_pids, busy_fds = self._busy()
+        has_job = self._has_job()
         candidates = [
             p
             for p in pool._pool
@@ -152,7 +153,7 @@ class PoolResizer:
         ]
         if not candidates:
             return False
-        idle = [p for p in candidates if p.pid not in busy_pids and p.inqW_fd not in busy_fds]
+        idle = [p for p in candidates if not has_job(p)]
         proc = (idle or candidates)[0]
         pool.on_inqueue_close(proc.inqW_fd, proc)  # no job is scheduled for it from now on
         pool.on_shrink(1)
@@ -168,8 +169,8 @@ class PoolResizer:
         alive = [p for p in self.retiring if p.is_alive() and p in pool._pool]
         if not alive:
             return False
-        busy_pids, busy_fds = self._busy()
-        idle = [p for p in alive if p.pid not in busy_pids and p.inqW_fd not in busy_fds]
+        has_job = self._has_job()
+        idle = [p for p in alive if not has_job(p)]
         proc = (idle or alive)[0]
         del self.retiring[proc]
         fd = proc.inqW_fd
@@ -177,7 +178,7 @@ class PoolResizer:
         # its job is busy (the fair scheduler would otherwise queue a second job behind it, and
         # keep doing so, one slot of the pool lost for good), and a job still being written to
         # it keeps its writer (or the pool would register over it and never finish the write).
-        if proc.pid in busy_pids:
+        if has_job(proc):
             pool._busy_workers.add(fd)
         writer = self.hub.writers.get(fd) if self.hub is not None else None
         if writer is not None and inspect.isgenerator(writer[0]):
@@ -186,7 +187,6 @@ class PoolResizer:
         pool._all_inqueues.add(fd)
         if count:
             self._count(+1)
-        self.revived += 1
         return True
 
     def _fill_in(self) -> None:
@@ -212,10 +212,10 @@ class PoolResizer:
         self._fill_in()
         if not end or not self.retiring:
             return
-        busy_pids, busy_fds = self._busy()
+        has_job = self._has_job()
         now = time.monotonic()
         for proc, since in list(self.retiring.items()):
-            if proc.pid in busy_pids or proc.inqW_fd in busy_fds:
+            if has_job(proc):
                 self.retiring[proc] = now  # its grace starts when its last job ends
             elif now - since >= RETIRE_GRACE_S:
                 del self.retiring[proc]
