@@ -8,11 +8,12 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 	&& { command -v $$p; break; }; done)
 
-.PHONY: demo test test-unit lint format bench up clean help
+.PHONY: demo test test-unit chaos lint format bench up clean help
 
 help:
 	@echo "make demo   - run the lead pipeline end to end on an embedded stack"
 	@echo "make test   - run the whole test suite"
+	@echo "make chaos  - the whole chaos suite (faults on real processes; the short ones are in make test)"
 	@echo "make lint   - ruff and mypy"
 	@echo "make bench  - the benchmarks in bench/ (BENCHES=\"a b\" to pick; about 30 minutes)"
 	@echo "make up     - start Redis, workers, Flower and the simulator; Ctrl-C stops all"
@@ -31,6 +32,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+chaos: $(STAMP)
+	PROJ_CHAOS_LONG=1 $(BIN)/python -m pytest tests/chaos $(PYTEST_ARGS)
+
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
@@ -43,7 +47,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix proj config tests bench
 	$(BIN)/ruff format proj config tests bench
 
-BENCHES ?= urgent_latency sim_throughput client_throughput breaker_outage adaptive ratelimit batch_small batch_throughput
+BENCHES ?= dispatch breaker_call urgent_latency sim_throughput client_throughput breaker_outage adaptive ratelimit batch_small batch_throughput
 
 bench: $(STAMP)
 	@for b in $(BENCHES); do echo "== bench.$$b"; $(BIN)/python -m bench.$$b || exit 1; done

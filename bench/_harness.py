@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from proj.stack.redis_server import RedisServer
 from proj.stack.up import WorkerSpec, ping_workers, worker_argv
 
 ROOT = Path(__file__).resolve().parents[1]
+PROVIDERS = ("ai", "company", "person")  # proj's own dependencies on the provider
 
 
 @contextlib.contextmanager
@@ -41,21 +43,24 @@ class Workers:
     ) -> None:
         argv = worker_argv(spec)
         argv[argv.index("-A") + 1] = app
+        full = {**os.environ, **(env or {})}
+        if "PROVIDER_BASE_URL" in full:
+            # The benchmarks' simulator takes any key; a worker checks that one is set.
+            full.setdefault("PROVIDER_API_KEY", "sk-bench-simulator")
+        else:  # no provider: proj's dependencies off, or the worker refuses to start
+            full.setdefault("PROJ_DEPENDENCIES", json.dumps(dict.fromkeys(PROVIDERS)))
         proc = ManagedProcess(
-            spec.name,
-            argv,
-            env={**os.environ, **(env or {})},
-            cwd=ROOT,
-            log_path=self.log_dir / f"{spec.name}.log",
+            spec.name, argv, env=full, cwd=ROOT, log_path=self.log_dir / f"{spec.name}.log"
         ).start()
         self.procs.append(proc)
         url = os.environ["REDIS_URL"]
-        wait_for(
-            lambda: spec.nodename in ping_workers(url, [spec.nodename], 0.5),
-            timeout_s=60,
-            what=spec.nodename,
-            interval_s=0.2,
-        )
+
+        def up() -> bool:
+            if not proc.alive():
+                raise RuntimeError(f"worker {spec.name} exited:\n{proc.log_tail()}")
+            return spec.nodename in ping_workers(url, [spec.nodename], 0.5)
+
+        wait_for(up, timeout_s=60, what=spec.nodename, interval_s=0.2)
 
     def stop(self) -> None:
         for p in self.procs:

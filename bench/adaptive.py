@@ -1,5 +1,7 @@
-"""Goodput against a provider with a hidden capacity: the adaptive worker, a sweep of fixed
-``-c``, and a fixed ``-c 100``, one after another in one run.
+"""Goodput against a provider with a hidden capacity: the adaptive worker (a first run that
+ramps up from ``-c 5``, then a second run that starts where the first settled, as the next
+day's worker of the same queues does), a sweep of fixed ``-c``, and a fixed ``-c 100``, one
+after another in one run.
 
     python -m bench.adaptive [--capacity 40] [--latency-ms 500] [--seconds 40] [--sweep 20,30,40,50]
 
@@ -17,17 +19,44 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import redis
 from rich.console import Console
 from rich.table import Table
 
 from bench._harness import Workers, flush, private_redis
+from proj import keys
 from proj.sim.admin import SimAdmin, start_sim
 from proj.stack.up import WorkerSpec
 
 
+def _memory(url: str) -> dict[Any, dict[Any, Any]]:
+    """What adaptive workers remember per set of queues (kept across runs when asked)."""
+    client = redis.Redis.from_url(url)
+    try:
+        return {k: client.hgetall(k) for k in client.scan_iter(keys.concurrency_memory("*"))}
+    finally:
+        client.close()
+
+
+def _restore(url: str, memory: dict[Any, dict[Any, Any]]) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        for k, fields in memory.items():
+            client.hset(k, mapping=fields)
+    finally:
+        client.close()
+
+
 def run(
-    url: str, concurrency: int, adaptive: bool, a: argparse.Namespace, logs: Path
+    url: str,
+    concurrency: int,
+    adaptive: bool,
+    a: argparse.Namespace,
+    logs: Path,
+    *,
+    keep_memory: bool = False,
 ) -> tuple[float, float, float, float]:
     from proj.tasks import calls
 
@@ -65,7 +94,9 @@ def run(
         elapsed = time.monotonic() - t0
     finally:
         workers.stop()
+        memory = _memory(os.environ["REDIS_URL"]) if keep_memory else {}
         flush(os.environ["REDIS_URL"])
+        _restore(os.environ["REDIS_URL"], memory)
         admin.close()
     ok, limited = counts["ok"], counts["rate_limited"]
     steady_ok = ok - half["ok"]
@@ -92,7 +123,10 @@ def main() -> None:
             from proj.settings import reset_settings
 
             reset_settings()
-            rows["adaptive (starts at 5)"] = run(url, 5, True, a, Path(tmp) / "adaptive")
+            rows["adaptive, first run (from 5)"] = run(
+                url, 5, True, a, Path(tmp) / "adaptive", keep_memory=True
+            )
+            rows["adaptive, next run (remembers)"] = run(url, 5, True, a, Path(tmp) / "again")
             for c in (int(x) for x in a.sweep.split(",")):
                 rows[f"fixed -c {c}"] = run(url, c, False, a, Path(tmp) / f"c{c}")
             rows["fixed -c 100"] = run(url, 100, False, a, Path(tmp) / "c100")

@@ -19,7 +19,9 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from proj.provider.client import ProviderClient, make_http_client
+from bench._harness import private_redis
+from proj.dependencies import Dependency
+from proj.provider.client import guarded_client, make_transport
 from proj.sim.admin import SimAdmin, start_sim
 
 
@@ -36,12 +38,15 @@ async def _drive(calls: int, inflight: int, one: Callable[[int], Awaitable[objec
 
 
 async def run_proj(url: str, calls: int, inflight: int) -> float:
-    http = make_http_client(max_connections=inflight, connect_timeout_s=10)
-    client = ProviderClient("company", url, http, timeout_s=120)
+    """Through the guarded client: breaker, global rate limit (none set), outcome counting."""
+    transport = make_transport(max_connections=inflight)
+    dep = Dependency(name="company", base_url=url, api_key=None, timeout_s=120)
+    client = guarded_client(dep, transport, connect_timeout_s=10)
     try:
         return await _drive(calls, inflight, lambda i: client.get_json(f"/v1/companies/c{i}.com"))
     finally:
-        await http.aclose()
+        await client.aclose()
+        await transport.aclose()
 
 
 async def run_aiohttp(url: str, calls: int, inflight: int) -> float:
@@ -79,18 +84,19 @@ def main() -> None:
     proc, url = start_sim()
     admin = SimAdmin(url)
     try:
-        admin.configure({"default": {"latency_ms": a.latency_ms}})
-        ideal = a.calls / a.inflight * a.latency_ms / 1000
-        rows = {
-            "aiohttp (floor)": asyncio.run(run_aiohttp(url, a.calls, a.inflight)),
-            "proj ProviderClient": asyncio.run(run_proj(url, a.calls, a.inflight)),
-        }
-        if a.with_httpx:
-            rows["httpx own pool"] = asyncio.run(run_httpx(url, a.calls, a.inflight))
-        assert admin.count("company") == a.calls * len(rows)
+        with private_redis():  # the breaker's and the limiter's shared state
+            admin.configure({"default": {"latency_ms": a.latency_ms}})
+            rows = {
+                "aiohttp (floor)": asyncio.run(run_aiohttp(url, a.calls, a.inflight)),
+                "proj ProviderClient": asyncio.run(run_proj(url, a.calls, a.inflight)),
+            }
+            if a.with_httpx:
+                rows["httpx own pool"] = asyncio.run(run_httpx(url, a.calls, a.inflight))
+            assert admin.count("company") == a.calls * len(rows)
     finally:
         admin.close()
         proc.stop()
+    ideal = a.calls / a.inflight * a.latency_ms / 1000
     t = Table(title=f"{a.calls} calls, {a.inflight} in flight, {a.latency_ms:.0f} ms latency")
     for col in ("client", "wall / ideal", "wall / floor"):
         t.add_column(col, justify="right")

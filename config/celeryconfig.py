@@ -20,6 +20,10 @@ result_backend = _s.result_backend
 broker_connection_retry_on_startup = True
 # Keep retrying a lost broker connection forever: workers outlive Redis restarts.
 broker_connection_max_retries = None
+# kombu's Redis transport with one redis-py client per channel, not one per command
+# (proj/transport.py). Only for redis://: rediss:// and the others keep kombu's own.
+if broker_url.startswith("redis://"):
+    broker_transport = "proj.transport:Transport"
 
 _priority_steps = list(range(10))
 # The Redis transport emulates priorities with one list per step. Steps start at 0 so a
@@ -88,5 +92,7 @@ task_create_missing_queues = False
 worker_send_task_events = True
 task_send_sent_event = True
 task_track_started = True
+# Task events go out in batches every 0.1 s instead of one PUBLISH each (proj/worker.py).
+worker_consumer = "proj.worker:Consumer"
 # Name every worker process in `ps` output.
 worker_proc_alive_timeout = 10.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -11,6 +12,7 @@ from typing import TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from proj.errors import ProjError
 from proj.settings import Settings, get_settings
@@ -27,9 +29,42 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
-@click.group()
+def _hide_password(url: str) -> str:
+    """A URL as a message may show it: its password replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+            return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparsable URL>"
+    return url
+
+
+class _Group(click.Group):
+    """Every command: the whole configuration validated first; proj's own errors and an
+    unreachable Redis end in one line and an exit status, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        import redis
+
+        try:
+            return super().invoke(ctx)
+        except ProjError as err:
+            console.print(f"[red]error:[/] {escape(str(err))}")
+            sys.exit(2)
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            url = _hide_password(get_settings().redis_url)
+            console.print(f"[red]error:[/] cannot reach Redis at {url}: {escape(str(err))}")
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
 def main() -> None:
     """proj: parallel AI and HTTP calls on Celery."""
+    _settings()  # a bad value stops every command here, with one line
 
 
 @main.command()
@@ -47,7 +82,7 @@ def up() -> None:
     try:
         with console.status("starting ..."):
             info = stack.start()
-        console.print(f"[bold]redis[/]   {info.redis_url}")
+        console.print(f"[bold]redis[/]   {_hide_password(info.redis_url)}")
         for name in info.workers:
             console.print(f"[bold]worker[/]  {name}")
         console.print(
@@ -56,7 +91,8 @@ def up() -> None:
         )
         if info.sim_url:
             console.print(
-                f"[bold]sim[/]     {info.sim_url}  (simulated provider; admin at /admin/stats)"
+                f"[bold]sim[/]     {info.sim_url}  (simulated provider; admin at /admin/stats, "
+                f"header X-Admin-Key: {info.sim_admin_key})"
             )
         console.print(f"[bold]logs[/]    {info.log_dir}")
         console.print("REDIS_URL for clients: " + info.redis_url)
@@ -142,19 +178,26 @@ def breakers(ctx: click.Context) -> None:
 
     settings = _settings()
     table = Table(title="circuit breakers")
-    for col in ("name", "state", "failure rate", "calls in window", "may half-open at", "probes"):
+    for col in ("name", "rule", "state", "failure rate", "calls in window", "next probe", "probes"):
         table.add_column(col)
-    for snap in _redis_call(lambda: admin.snapshots(settings)):
-        policy = settings.breaker_policy(snap.name)
+    for view in _redis_call(lambda: admin.views(settings)):
+        snap, policy = view.snapshot, view.policy
         at = "-"
         if snap.half_open_at is not None:
             at = dt.datetime.fromtimestamp(snap.half_open_at).strftime("%H:%M:%S")
+        if policy is None:
+            rule = "pybreaker (its own)"
+        elif policy.fail_max is not None:
+            rule = f"{policy.fail_max} failures in a row"
+        else:
+            rule = f"> {policy.failure_rate:.0%} of >= {policy.min_calls} in {policy.window_s:g}s"
         style = {"closed": "green", "half-open": "yellow"}.get(snap.state, "red")
         table.add_row(
             snap.name,
+            rule,
             f"[{style}]{snap.state}[/]",
-            f"{snap.failure_rate:.0%} (opens above {policy.failure_rate:.0%})",
-            f"{snap.calls} (judged from {policy.min_calls})",
+            f"{snap.failure_rate:.0%}" if snap.calls else "-",
+            str(snap.calls),
             at,
             str(snap.probes_total),
         )
@@ -165,9 +208,7 @@ def breakers(ctx: click.Context) -> None:
 @click.argument("name")
 def breakers_open(name: str) -> None:
     """Hold breaker NAME open until `proj breakers close NAME`."""
-    from proj.resilience import admin
-
-    moved = _redis_call(lambda: admin.force(_settings(), name, "forced-open"))
+    moved = _force_breaker(name, "forced-open")
     console.print(f"breaker {name}: " + (" -> ".join(moved) if moved else "already forced open"))
 
 
@@ -175,10 +216,24 @@ def breakers_open(name: str) -> None:
 @click.argument("name")
 def breakers_close(name: str) -> None:
     """Close breaker NAME and forget its window."""
-    from proj.resilience import admin
-
-    moved = _redis_call(lambda: admin.force(_settings(), name, "closed"))
+    moved = _force_breaker(name, "closed")
     console.print(f"breaker {name}: " + (" -> ".join(moved) if moved else "already closed"))
+
+
+def _force_breaker(name: str, state: str) -> tuple[str, str] | None:
+    from proj.resilience import admin
+    from proj.signals import send_breaker_event
+
+    try:
+        moved = _redis_call(lambda: admin.force(_settings(), name, state))
+    except ProjError as err:
+        console.print(f"[red]error:[/] {err}")
+        sys.exit(2)
+    if moved is not None:
+        fields = {"breaker": name, "old_state": moved[0], "new_state": moved[1], "forced": True}
+        with contextlib.suppress(Exception):  # Flower's event: nice to have, not needed
+            send_breaker_event(fields)
+    return moved
 
 
 def _redis_call(fn: Callable[[], T]) -> T:
@@ -195,14 +250,16 @@ def _settings() -> Settings:
     try:
         return get_settings()
     except ProjError as err:
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {escape(str(err))}")
         sys.exit(2)
 
 
 def _install_batch_commands() -> None:
     from proj.batch.cli import install
+    from proj.quarantine_cli import install as install_quarantine
 
     install(main)
+    install_quarantine(main)
 
 
 _install_batch_commands()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
+from kombu.utils.url import maybe_sanitize_url
 from rich.console import Console, Group
 from rich.table import Table
 
@@ -40,11 +41,11 @@ def run_demo(
     with console.status("starting Redis, the simulated provider, workers and Flower ..."):
         info = stack.start()
     try:
-        console.print(f"redis  {info.redis_url}")
+        console.print(f"redis  {maybe_sanitize_url(info.redis_url, mask='***')}")
         console.print(f"flower {info.flower_url}  (user {info.flower_user})")
         console.print(f"sim    {info.sim_url}")
         if info.sim_url:
-            admin = SimAdmin(info.sim_url)
+            admin = SimAdmin(info.sim_url, info.sim_admin_key)
             admin.configure(DEMO_SIM)
             admin.close()
         with console.status("running the lead pipeline on 200 sample leads ..."):
@@ -60,7 +61,7 @@ def run_demo(
             raise StackError(f"demo client failed:\n{proc.stderr[-3000:]}")
         result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
         if info.sim_url:
-            admin = SimAdmin(info.sim_url)
+            admin = SimAdmin(info.sim_url, info.sim_admin_key)
             result["provider_calls"] = admin.stats()["totals"]
             admin.close()
     finally:

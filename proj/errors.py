@@ -26,4 +26,7 @@ class ValidationError(ProjError, ValueError):
         self.field = field
         self.value = value
         self.reason = reason
-        super().__init__(f"{item}: field {field!r} {reason} (got {value!r})")
+        shown = repr(value)
+        if len(shown) > 200:  # a 10 MB value is named, not echoed
+            shown = f"{shown[:200]}... ({len(shown)} characters)"
+        super().__init__(f"{item}: field {field!r} {reason} (got {shown})")

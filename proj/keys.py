@@ -21,6 +21,9 @@ def breaker_probes(name: str) -> str:
 
 
 BREAKER_PATTERN = f"{PREFIX}:cb:*"
+BREAKER_REGISTRY = f"{PREFIX}:breakers"
+"""Hash: breaker name -> JSON of its policy, written by each process that uses it (no TTL),
+so ``proj breakers`` lists every breaker, proj's and its users', with its own rule."""
 
 
 def rate_limit(name: str) -> str:
@@ -44,13 +47,30 @@ def concurrency_status(node: str) -> str:
 CONCURRENCY_STATUS_PATTERN = f"{PREFIX}:cc:*:status"
 
 
+def concurrency_memory(queues: str) -> str:
+    """Hash: the size and the ceiling adaptive workers of these queues (comma-joined, sorted)
+    last settled at, so the next worker starts there (TTL 7 days)."""
+    return f"{PREFIX}:cc:queues:{queues}:memory"
+
+
 def batch(batch_id: str, part: str | None = None) -> str:
     """A batch's hash (``part`` None) or one of its parts: items, keys, state, results, errors,
-    attempts, leases, delayed. All expire PROJ_BATCH_TTL_S after the batch's last update."""
+    attempts, leases, delayed, runners (zset: runner id -> lease expiry ms). All expire
+    PROJ_BATCH_TTL_S after the batch's last update."""
     return f"{PREFIX}:batch:{batch_id}" + (f":{part}" if part else "")
 
 
-BATCH_PARTS = ("items", "keys", "state", "results", "errors", "attempts", "leases", "delayed")
+BATCH_PARTS = (
+    "items",
+    "keys",
+    "state",
+    "results",
+    "errors",
+    "attempts",
+    "leases",
+    "delayed",
+    "runners",
+)
 BATCHES = f"{PREFIX}:batches"  # zset: batch id -> start time
 
 
@@ -60,9 +80,28 @@ def cache(pipeline: str, key: str) -> str:
 
 
 def inflight(pipeline: str, key: str) -> str:
-    """String: which batch item is computing this key right now (TTL: the item lease)."""
+    """String: JSON of the batch, item and runner computing this key right now (TTL: the item
+    lease; a marker whose runner's lease lapsed is taken over at once)."""
     return f"{PREFIX}:inflight:{pipeline}:{key}"
 
 
 DLQ = f"{PREFIX}:dlq"  # hash: entry id -> JSON (input, error, traceback)
 DLQ_INDEX = f"{PREFIX}:dlq:index"  # zset: entry id -> time
+
+QUARANTINE = f"{PREFIX}:quarantine"  # hash: entry id -> JSON (raw message, queue, reason)
+QUARANTINE_INDEX = f"{PREFIX}:quarantine:index"  # zset: entry id -> time
+QUARANTINE_COUNTS = f"{PREFIX}:quarantine:counts"  # hash: problem kind -> messages ever
+
+BATCH_LEASES = f"{PREFIX}:batches:leases"
+"""Zset: batch id -> when its runners' leases lapse (ms, Redis clock; no TTL, removed when the
+batch finishes): the workers' watchdog starts a batch again once that is past."""
+
+
+def parked(lot: str, part: str | None = None) -> str:
+    """Deferred task messages of one lot (``breaker:ai``, ...): the zset of entry ids by due
+    time (``part`` None), ``msgs`` (hash: id -> signature JSON), ``moving`` (zset: id -> claim
+    expiry). One hash tag per lot, so a lot's keys stay together on Redis Cluster."""
+    return f"{PREFIX}:parked:{{{lot}}}" + (f":{part}" if part else "")
+
+
+PARKED_LOTS = f"{PREFIX}:parked:lots"  # set of lot names with parked messages

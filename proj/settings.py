@@ -7,14 +7,18 @@ set; broker, result backend and (later) breaker and limiter state all live there
 from __future__ import annotations
 
 import functools
+import os
 import secrets
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 import pydantic
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from proj import dependencies
+from proj.dependencies import Dependency
 from proj.errors import ConfigError
 from proj.resilience.breaker import BreakerPolicy
 from proj.resilience.concurrency import ConcurrencyPolicy
@@ -42,7 +46,11 @@ class Settings(BaseSettings):
     """All of proj's configuration. Environment variables are ``PROJ_<FIELD>`` unless noted."""
 
     model_config = SettingsConfigDict(
-        env_prefix="PROJ_", extra="ignore", frozen=True, populate_by_name=True
+        env_prefix="PROJ_",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        env_ignore_empty=True,  # VAR= is unset, as a shell user means it
     )
 
     # --- where things live -------------------------------------------------------------
@@ -157,10 +165,16 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = Field(
         60.0, gt=0, description="Cap of the exponential backoff between retries."
     )
+    task_max_rate_limited: int = Field(
+        100,
+        ge=1,
+        description="429s in a row after which a task fails (an exhausted quota); an open "
+        "breaker or a rate-limit wait never fails a task.",
+    )
 
     # --- circuit breakers (one per dependency; PROJ_BREAKERS overrides per name) -------------
     breaker_enabled: bool = Field(True, description="Off: calls are never paused (tests, debug).")
-    breaker_failure_rate: float = Field(0.2, gt=0, le=1, description="Opens above this rate.")
+    breaker_failure_rate: float = Field(0.2, gt=0, lt=1, description="Opens above this rate.")
     breaker_window_s: float = Field(10.0, gt=0, description="Sliding window length.")
     breaker_window_buckets: int = Field(10, ge=1, le=600)
     breaker_min_calls: int = Field(20, ge=1, description="Fewer calls in the window never open it.")
@@ -226,6 +240,17 @@ class Settings(BaseSettings):
     batch_lease_s: float = Field(
         120.0, gt=0, description="A claimed item not finished by then is claimed again."
     )
+    batch_runner_lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="A runner renews its lease every third of this; once it lapses the runner "
+        "counts as dead and a worker's watchdog starts the batch again.",
+    )
+    batch_watchdog_interval_s: float = Field(
+        5.0,
+        ge=0,
+        description="Every worker looks this often for batches whose runners died; 0: never.",
+    )
     batch_runner_budget_override_s: float | None = Field(
         None,
         gt=0,
@@ -235,6 +260,38 @@ class Settings(BaseSettings):
     batch_ttl_s: int = Field(7 * 86400, gt=0, description="Batch state is kept this long.")
     cache_ttl_s: int = Field(86400, ge=0, description="Results are reused for identical input.")
     retry_backoff_s: float = Field(1.0, gt=0, description="First retry delay; doubles each time.")
+
+    # --- poison messages (proj quarantine) ----------------------------------------------------
+    quarantine_max: int = Field(
+        10_000, gt=0, description="At most this many quarantined messages are kept (oldest go)."
+    )
+    quarantine_ttl_s: int = Field(
+        7 * 86400, gt=0, description="A quarantined message is kept this long."
+    )
+    quarantine_body_max: int = Field(
+        256 * 1024, gt=0, description="A quarantined body is kept up to this many bytes."
+    )
+
+    # --- deferred work (parked in Redis, moved back by every worker) ----------------------
+    parking_tick_s: float = Field(
+        0.5, gt=0, le=60, description="Every worker moves due parked tasks this often."
+    )
+    parking_batch: int = Field(
+        50, ge=1, description="At most this many tasks of one lot move per tick per worker."
+    )
+    parking_lease_s: float = Field(
+        30.0, gt=0, description="A mover's claim on parked tasks lapses after this."
+    )
+
+    # --- declared dependencies (config/dependencies.toml) ----------------------------------
+    dependencies_file: Path | None = Field(
+        None, description="A TOML file of the deployment's dependencies, merged over proj's."
+    )
+    dependencies_env: dict[str, Any] = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("PROJ_DEPENDENCIES", "dependencies_env"),
+        description='JSON per-dependency fields: {"payments": {"rate": "20/s"}}.',
+    )
 
     # --- simulated provider ---------------------------------------------------------------
     sim_port: int = Field(0, ge=0, le=65535, description="proj sim / proj up port; 0 picks one.")
@@ -296,14 +353,91 @@ class Settings(BaseSettings):
             url = getattr(self, name)
             if url is not None and not url.startswith(("http://", "https://")):
                 raise ValueError(f"{_env_name(name)} must be an http(s) URL, got {url!r}")
-        if self.flower_basic_auth is not None and ":" not in self.flower_basic_auth:
-            raise ValueError("FLOWER_BASIC_AUTH must be user:password, got a value with no ':'")
+        self._resolve_dependencies()
+        if self.flower_basic_auth is not None:
+            user, sep, password = self.flower_basic_auth.partition(":")
+            if not (sep and user and password):
+                raise ValueError(
+                    "FLOWER_BASIC_AUTH must be user:password, both non-empty "
+                    f"(got a value of {len(self.flower_basic_auth)} characters)"
+                )
         for name in ("redis_url", "broker_url_override", "result_backend_override"):
             url = getattr(self, name)
             if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
                 env = _ENV_NAMES.get(name, "PROJ_" + name.upper())
                 raise ValueError(f"{env} must be a redis://, rediss:// or unix:// URL, got {url!r}")
         return self
+
+    _deps: dict[str, Dependency] = PrivateAttr(default_factory=dict)
+
+    def _resolve_dependencies(self) -> None:
+        """Load the declarations (proj's, the deployment's file, PROJ_DEPENDENCIES) and take
+        their URLs and keys from the environment (the settings fields when set)."""
+        shipped = resources.files("proj.config").joinpath("dependencies.toml").read_text()
+        user = None
+        if self.dependencies_file is not None:
+            try:
+                user = self.dependencies_file.read_text()
+            except OSError as err:
+                raise ValueError(
+                    f"PROJ_DEPENDENCIES_FILE: cannot read {str(self.dependencies_file)!r}: "
+                    f"{err.strerror}"
+                ) from None
+        environ = dict(os.environ)
+        for fld, env in _DEPENDENCY_FIELDS.items():
+            value = getattr(self, fld)
+            if value is not None:
+                environ[env] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        try:
+            decls = dependencies.declarations(shipped, user, self.dependencies_env)
+            self._deps = dependencies.resolve(decls, environ, timeout_s=self.http_timeout_s)
+        except dependencies.DependencyError as err:
+            raise ValueError(str(err)) from None
+        for name in self._deps:
+            try:
+                self.breaker_policy(name)
+            except pydantic.ValidationError as err:
+                e = err.errors()[0]
+                field = ".".join(str(p) for p in e.get("loc", ()))
+                raise ValueError(
+                    f"dependency {name!r}: breaker.{field} {e['msg']}, got {e.get('input')!r}"
+                ) from None
+
+    # --- declared dependencies -------------------------------------------------------------
+    @property
+    def dependencies(self) -> dict[str, Dependency]:
+        """Every declared dependency, resolved against the environment."""
+        return dict(self._deps)
+
+    def dependency(self, name: str) -> Dependency:
+        """The enabled dependency ``name`` (``source.<x>``: the ``source`` declaration), or
+        :class:`ConfigError` naming the known ones."""
+        dep = self._deps.get(name)
+        if dep is None and "." in name:
+            parent = self._deps.get(name.split(".", 1)[0])
+            dep = parent.named(name) if parent is not None else None
+        if dep is None:
+            known = ", ".join(sorted(self._deps)) or "none"
+            raise ConfigError(
+                f"no dependency named {name!r}; declared: {known} (declare it in "
+                "PROJ_DEPENDENCIES_FILE or PROJ_DEPENDENCIES)"
+            )
+        if not dep.enabled:
+            raise ConfigError(f"dependency {name!r} is switched off in this deployment")
+        return dep
+
+    def dependency_problems(self) -> list[str]:
+        """What keeps an enabled, required dependency from working (checked at worker start)."""
+        return dependencies.problems(self._deps)
+
+    def dependency_breakers(self) -> list[str]:
+        """Breakers every deployment has: one per enabled dependency with a fixed host
+        (optional ones once configured)."""
+        return sorted(
+            n
+            for n, d in self._deps.items()
+            if d.enabled and not d.any_host and (d.base_url is not None or not d.optional)
+        )
 
     # --- derived values ------------------------------------------------------------------
     @property
@@ -367,7 +501,9 @@ class Settings(BaseSettings):
             "probe_lease_s": self.breaker_probe_lease_s,
             "half_open_wait_s": self.breaker_half_open_wait_s,
         }
-        return BreakerPolicy(**{**base, **self.breakers.get(name, {})})
+        declared = self._deps.get(name) or self._deps.get(name.split(".", 1)[0])
+        own = dict(declared.breaker) if declared is not None else {}
+        return BreakerPolicy(**{**base, **own, **self.breakers.get(name, {})})
 
     def concurrency_policy(self, **overrides: Any) -> ConcurrencyPolicy:
         """The adaptive controller's policy (``overrides`` from worker options)."""
@@ -389,7 +525,10 @@ class Settings(BaseSettings):
     def rate_limit(self, name: str) -> RateLimit | None:
         """The configured global rate limit of dependency ``name``, if any (nominal)."""
         spec = self.rate_limits.get(name)
-        return None if spec is None else parse_rate(spec)
+        if spec is not None:
+            return parse_rate(spec)
+        declared = self._deps.get(name)
+        return declared.rate if declared is not None else None
 
     def enforced_rate_limit(self, name: str) -> RateLimit | None:
         """The limit as enforced: nominal less PROJ_RATE_LIMIT_HEADROOM."""
@@ -415,8 +554,18 @@ _ENV_NAMES = {
     "provider_api_key": "PROVIDER_API_KEY",
     "branch_timeout_override_s": "PROJ_BRANCH_TIMEOUT_S",
     "batch_runner_budget_override_s": "PROJ_BATCH_RUNNER_BUDGET_S",
+    "dependencies_env": "PROJ_DEPENDENCIES",
 }
 
+
+#: Settings fields that stand for a dependency's environment variable (load_settings(...)).
+_DEPENDENCY_FIELDS = {
+    "provider_base_url": "PROVIDER_BASE_URL",
+    "provider_api_key": "PROVIDER_API_KEY",
+    "lookup_base_url": "PROJ_LOOKUP_BASE_URL",
+    "lookup_api_key": "PROJ_LOOKUP_API_KEY",
+    "notify_webhook_url": "PROJ_NOTIFY_WEBHOOK_URL",
+}
 
 _SECRET_FIELDS = {"provider_api_key", "lookup_api_key", "notify_webhook_url", "flower_basic_auth"}
 

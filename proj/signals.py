@@ -5,12 +5,52 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import threading
 import time
 from typing import Any
 
+import pybreaker
 from celery import signals
 
+from proj.events import flush_sent_events
+
 SENT_AT_HEADER = "proj_sent_at"
+#: Loggers held at WARNING in every process: below it they print request URLs.
+QUIET_LOGGERS = ("httpx", "httpcore")
+BREAKER_EVENT = "proj-breaker-state"
+
+
+_app: Any = None  # the app that connected these handlers (proj.app), set by connect()
+
+
+def send_breaker_event(fields: dict[str, object]) -> None:
+    """Publish a ``proj-breaker-state`` event on the app's event exchange (Flower sees it)."""
+    if _app is None:
+        return
+    with _app.events.default_dispatcher() as dispatcher:
+        dispatcher.send(BREAKER_EVENT, **fields)
+
+
+class BreakerEventListener(pybreaker.CircuitBreakerListener):
+    """Sends every breaker transition this process causes as a Celery event, from a short
+    thread: a transition may be found on an event loop or in the flusher thread, and
+    publishing blocks."""
+
+    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+        fields: dict[str, object] = {
+            "breaker": cb.name,
+            "old_state": getattr(old_state, "name", None),
+            "new_state": new_state.name,
+            "open_s": cb.reset_timeout,
+        }
+        threading.Thread(target=_send_quietly, args=(fields,), daemon=True).start()
+
+
+def _send_quietly(fields: dict[str, object]) -> None:
+    try:
+        send_breaker_event(fields)
+    except Exception as exc:  # the broker is down: the log line still says it
+        logging.getLogger("proj.breaker").debug("breaker event not sent: %s", exc)
 
 
 def stamp_sent_at(headers: dict[str, Any] | None = None, **_: Any) -> None:
@@ -21,7 +61,7 @@ def stamp_sent_at(headers: dict[str, Any] | None = None, **_: Any) -> None:
 
 def remember_node(sender: Any = None, **_: Any) -> None:
     """In a pool process: which worker node this is (for outcome reporting)."""
-    from proj.resilience import outcomes
+    from proj.guard import outcomes
 
     outcomes.set_node(str(sender) if sender else None)
 
@@ -90,7 +130,20 @@ def _forget_gc_freeze_in_child() -> None:
 _fork_hooks_registered = False
 
 
-def connect() -> None:
+def connect(app: Any) -> None:
+    """Install the handlers for ``app`` (once per process)."""
+    from proj.guard.breaker import add_global_listener
+
+    global _app
+    _app = app
+    # httpx logs every request line, query string included, at INFO, and httpcore traces each
+    # request at DEBUG: URLs can carry a token (a webhook's), and a line per call is what a
+    # busy worker can least afford. Every process proj starts imports this (via proj.app):
+    # the CLI, workers, Flower, the simulator.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    add_global_listener(BreakerEventListener())
     global _fork_hooks_registered
     if not _fork_hooks_registered:
         os.register_at_fork(
@@ -106,4 +159,8 @@ def connect() -> None:
     signals.worker_process_init.connect(start_runtime, weak=False, dispatch_uid="proj.runtime")
     signals.worker_process_shutdown.connect(
         stop_runtime, weak=False, dispatch_uid="proj.runtime_stop"
+    )
+    # Pool processes leave with os._exit (no atexit): send their buffered task-sent events.
+    signals.worker_process_shutdown.connect(
+        flush_sent_events, weak=False, dispatch_uid="proj.sent_events"
     )

@@ -11,11 +11,13 @@ import os
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from proj.files import touch_private
 from proj.settings import get_settings
 
 metadata = sa.MetaData()
@@ -91,9 +93,11 @@ def engine(url: str | None = None) -> Engine:
         eng = _engines.get(key)
         if eng is None:
             if url.startswith("sqlite:///"):
-                path = url.removeprefix("sqlite:///")
+                path = url.removeprefix("sqlite:///").split("?", 1)[0]
                 if path and path != ":memory:":
-                    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                    # Created 0600 (in a 0700 directory) before SQLite creates it 0644; its
+                    # WAL and shared-memory files take the database file's mode.
+                    touch_private(Path(path).absolute())
                 eng = sa.create_engine(url, connect_args={"timeout": 30})
                 sa.event.listen(eng, "connect", _sqlite_pragmas)
             else:

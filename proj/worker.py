@@ -9,18 +9,47 @@ sets the controller's size, within its bounds, and the controller goes on from t
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import click
 import redis
 from celery import bootsteps
 from celery.exceptions import ImproperlyConfigured
+from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.control import control_command
+from vine import promise
 
-from proj.resilience import outcomes
+from proj import poison
+from proj.guard import outcomes
+from proj.mover import BreakerStates, Mover, publisher
+from proj.parking import Parking
+from proj.poison import Problem
+from proj.quarantine import Quarantine, entry_of, examine
 from proj.resilience.controller import Controller
 from proj.resilience.poolsize import PoolResizer
 from proj.settings import get_settings
+
+logger = logging.getLogger("proj.quarantine")
+
+
+class DependencyCheck(bootsteps.Step):
+    """Refuse to start a worker whose declared dependencies lack a base URL or a key: every
+    task calling them would fail. One line names what is missing."""
+
+    label = "proj dependency check"
+
+    def __init__(self, w: Any, **kwargs: Any) -> None:
+        problems = get_settings().dependency_problems()
+        if problems:
+            # SystemExit with a message: one line on stderr and exit status 1, no traceback.
+            raise SystemExit(
+                "error: "
+                + "; ".join(problems)
+                + ' (or switch one off: PROJ_DEPENDENCIES=\'{"NAME": {"enabled": false}}\')'
+            )
 
 
 class AdaptiveConcurrency(bootsteps.StartStopStep):
@@ -67,6 +96,135 @@ class AdaptiveConcurrency(bootsteps.StartStopStep):
         )
         w.proj_controller = self.controller
         hub.call_repeatedly(self.tick_s, self.controller.tick)
+
+
+class ParkingMover(bootsteps.StartStopStep):
+    """Moves due parked tasks (deferred by a breaker, a rate limit or a 429) back to their
+    queues every PROJ_PARKING_TICK_S: on the worker's event loop, else on a timer thread."""
+
+    label = "proj parking mover"
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, w: Any, **kwargs: Any) -> None:
+        self.mover: Mover | None = None
+        self.tick_s = get_settings().parking_tick_s
+
+    def _mover(self, w: Any) -> Mover:
+        settings = get_settings()
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+        return Mover(
+            publisher(w.app),
+            Parking(client),
+            BreakerStates(client, settings),
+            batch=settings.parking_batch,
+            lease_s=settings.parking_lease_s,
+        )
+
+    def register_with_event_loop(self, w: Any, hub: Any) -> None:
+        self.mover = self.mover or self._mover(w)
+        hub.call_repeatedly(self.tick_s, self.mover.tick)
+
+    def start(self, w: Any) -> None:
+        if w.use_eventloop:
+            return  # register_with_event_loop runs it
+        self.mover = self._mover(w)
+        w.timer.call_repeatedly(self.tick_s, self.mover.tick)
+
+
+class Consumer(CeleryConsumer):
+    """Celery's consumer, sending task events in batches (``worker_consumer``).
+
+    Celery buffers a worker's task events (received, started, succeeded: three per task) but
+    flushes the buffer on the next turn of the event loop: with a busy worker, one Redis
+    PUBLISH per event, each a round trip of the process that feeds the pool. Here a flush
+    waits up to EVENT_FLUSH_S (or until Celery's buffer of 24 is full), so one ``task.multi``
+    message carries many events; Flower and every Celery event receiver read those as before.
+    Monitors see events up to EVENT_FLUSH_S later; what is buffered at a warm shutdown is sent.
+    """
+
+    EVENT_FLUSH_S = 0.1
+    _event_flush_at = 0.0
+
+    def on_send_event_buffered(self) -> None:
+        now = time.monotonic()
+        if self.hub is not None and now >= self._event_flush_at:
+            # One timer per EVENT_FLUSH_S; one lost in a consumer restart is replaced.
+            self._event_flush_at = now + self.EVENT_FLUSH_S
+            self.hub.call_later(self.EVENT_FLUSH_S, self._flush_events)
+
+    def shutdown(self) -> None:
+        self._flush_events()
+        super().shutdown()
+
+    # --- poison messages -------------------------------------------------------------------
+    # Celery trusts a message's shape: a body that is not [args, kwargs, embed], a timelimit
+    # that is not two numbers or a missing id raise in this process, the message comes back,
+    # and every worker that takes it dies of it. Each message is examined first (the decoding
+    # is cached for Celery); what cannot run goes to the quarantine, raw, and is acknowledged.
+
+    _quarantine: Quarantine | None = None
+
+    def create_task_handler(self, promise: Any = promise) -> Callable[[Any], None]:
+        handle = super().create_task_handler(promise)
+        tasks = self.app.tasks
+        recoverable = (*self.connection_errors, *self.channel_errors)
+
+        def on_task_received(message: Any) -> None:
+            problem = examine(message, tasks)
+            if problem is None:
+                try:
+                    handle(message)
+                    return
+                except recoverable:
+                    raise  # the connection's: Celery reconnects and the message comes back
+                except Exception as err:
+                    problem = Problem(poison.ERROR, poison.cut(f"{type(err).__name__}: {err}"))
+            self.quarantine_message(message, problem)
+
+        return on_task_received
+
+    def quarantine_message(self, message: Any, problem: Problem) -> None:
+        """Keep the message in the quarantine, then acknowledge it off its queue. Should Redis
+        be unreachable, the error propagates: the message stays unacknowledged and comes
+        back once the consumer has reconnected."""
+        settings = get_settings()
+        if self._quarantine is None:
+            self._quarantine = Quarantine(
+                redis.Redis.from_url(settings.redis_url),
+                max_entries=settings.quarantine_max,
+                ttl_s=settings.quarantine_ttl_s,
+            )
+        entry = entry_of(
+            message, problem, worker=self.hostname, body_max=settings.quarantine_body_max
+        )
+        self._quarantine.add(entry)
+        message.ack()
+        logger.error(
+            "quarantined %s from queue %r (task %s, id %s): %s",
+            entry["id"],
+            entry["queue"],
+            poison.shown(entry["task"]),
+            poison.shown(entry["task_id"]),
+            problem,
+        )
+
+    # Celery's own answers to these drop the message (or ack it): they go to the quarantine.
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        self.quarantine_message(message, Problem(poison.HEADERS, "not a Celery task message"))
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        name = message.headers.get("task") if isinstance(message.headers, dict) else None
+        self.quarantine_message(
+            message,
+            Problem(poison.UNKNOWN_TASK, f"task {poison.shown(name)} is not registered"),
+        )
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        self.quarantine_message(message, Problem(poison.HEADERS, poison.cut(str(exc))))
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        detail = poison.cut(f"{type(exc).__name__}: {exc}")
+        self.quarantine_message(message, Problem(poison.CONTENT, detail))
 
 
 def _check_adaptive_pool(w: Any) -> None:
@@ -135,4 +293,6 @@ def install(app: Any) -> None:
             ["--adaptive-max"], type=int, default=None, help="proj: largest pool (default 10)."
         )
     )
+    app.steps["worker"].add(DependencyCheck)
     app.steps["worker"].add(AdaptiveConcurrency)
+    app.steps["worker"].add(ParkingMover)

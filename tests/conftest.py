@@ -8,20 +8,39 @@ proj is imported, so the in-process client and every worker talk to it and nothi
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from proj.stack.procs import free_port
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# Nothing from proj is imported above this point: the environment is the session's before
+# any settings can be read.
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="proj-tests-"))
-_REDIS_PORT = free_port()
-os.environ["REDIS_URL"] = f"redis://127.0.0.1:{_REDIS_PORT}/0"
+_REDIS_PORT = _free_port()
+_REDIS_URL = f"redis://127.0.0.1:{_REDIS_PORT}/0"
+os.environ["REDIS_URL"] = _REDIS_URL
 os.environ["PROJ_STATE_DIR"] = str(_SESSION_DIR / "state")
 for _var in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
     os.environ.pop(_var, None)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to run if this process would talk to any Redis but the session's own."""
+    from proj.app import app
+    from proj.settings import get_settings
+
+    urls = {get_settings().redis_url, app.conf.broker_url, app.conf.result_backend}
+    if urls != {_REDIS_URL}:
+        pytest.exit(f"tests must use the session's Redis {_REDIS_URL}, settings say {urls}", 3)
 
 
 @pytest.fixture(scope="session")

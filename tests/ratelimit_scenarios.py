@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from proj.resilience.ratelimit import RateLimit
-from proj.resilience.ratelimit_store import LimiterStore
+from proj.resilience.ratelimit_store import AsyncLimiterStore as LimiterStore
 
 T0 = 1_000_000_000_000.0
 L = RateLimit(50, 1.0, burst=1)  # one slot every 20 ms

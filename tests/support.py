@@ -22,6 +22,14 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
+#: For workers that call no provider: proj's own dependencies switched off, so the start-up
+#: check does not ask for a provider URL and key these workers never use.
+NO_PROVIDERS = {
+    "PROJ_DEPENDENCIES": '{"ai": {"enabled": false}, "company": {"enabled": false}, '
+    '"person": {"enabled": false}}'
+}
+
+
 class WorkerPool:
     """Real ``celery -A proj worker`` processes started by a test."""
 
@@ -41,7 +49,9 @@ class WorkerPool:
         wait: bool = True,
     ) -> ManagedProcess:
         spec = WorkerSpec(name, queues, concurrency, pool=pool, extra_args=extra_args)
-        proc_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        env = env or {}
+        base = {} if "PROVIDER_BASE_URL" in env else NO_PROVIDERS
+        proc_env = {**os.environ, **base, **env, "PYTHONUNBUFFERED": "1"}
         proc = ManagedProcess(
             name, worker_argv(spec), env=proc_env, log_path=self.log_dir / f"{name}.log"
         ).start()

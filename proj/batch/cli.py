@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -20,24 +21,66 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+#: A line longer than this is refused (and not read into memory whole).
+MAX_LINE_BYTES = 1024 * 1024
+
+
 def read_jsonl(path: Path) -> tuple[list[tuple[int, Any]], list[str]]:
-    """(line number, item) from a JSON-lines file, and a message per line that is not JSON.
-    Blank lines are skipped."""
+    """(line number, item) from a JSON-lines file, and a message per line that cannot be an
+    item: not UTF-8, not JSON, nested too deeply, a number out of range, or longer than
+    ``MAX_LINE_BYTES``. Blank lines are skipped."""
     items: list[tuple[int, Any]] = []
     bad: list[str] = []
-    with path.open() as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
+    with path.open("rb") as fh:
+        n = 0
+        while True:
+            raw = fh.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                break
+            n += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # skip the rest of the long line
+                    raw = fh.readline(MAX_LINE_BYTES)
+                bad.append(f"line {n}: longer than {MAX_LINE_BYTES // 1024} KiB")
                 continue
-            try:
-                items.append((n, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                bad.append(f"line {n}: not JSON ({exc.msg} at column {exc.colno})")
+            problem, item = _parse_line(raw)
+            if problem:
+                bad.append(f"line {n}: {problem}")
+            elif item is not _BLANK:
+                items.append((n, item))
     return items, bad
 
 
+_BLANK = object()
+
+
+def _parse_line(raw: bytes) -> tuple[str | None, Any]:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})", None
+    if not line.strip():
+        return None, _BLANK
+    try:
+        return None, json.loads(line)
+    except json.JSONDecodeError as exc:
+        return f"not JSON ({exc.msg} at column {exc.colno})", None
+    except RecursionError:
+        return "nested too deeply", None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        return f"a value out of range ({str(exc)[:80]})", None
+
+
+def _shown(value: Any) -> str:
+    """A value as a message may show it: cut to 200 characters, never read as rich markup."""
+    text = repr(value)
+    text = text if len(text) <= 200 else f"{text[:200]}... ({len(text)} characters)"
+    return escape(text)
+
+
 def show_progress(handle: Any, *, timeout_s: float | None = None) -> BatchProgress:
-    """A live bar with rate and ETA until the batch finishes."""
+    """A live bar with rate and ETA until the batch finishes; a lost Redis connection is a
+    line, and the bar carries on once it is back."""
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -67,7 +110,14 @@ def show_progress(handle: Any, *, timeout_s: float | None = None) -> BatchProgre
                 cached=p.cached,
             )
 
-        final: BatchProgress = handle.wait(timeout_s, on_progress=update)
+        def connection(error: Exception | None) -> None:
+            if error is None:
+                bar.console.print("[green]reconnected[/] to Redis")
+            else:
+                reason = escape(f"{type(error).__name__}: {error}"[:200])
+                bar.console.print(f"[yellow]Redis unreachable[/] ({reason}): reconnecting ...")
+
+        final: BatchProgress = handle.wait(timeout_s, on_progress=update, on_connection=connection)
         return final
 
 
@@ -118,7 +168,7 @@ def submit_cmd(
     for r in handle.rejected:
         line = lines[r.index]
         err_console.print(
-            f"[yellow]rejected[/] line {line}: field {r.field!r} {r.reason} (got {r.value!r})"
+            f"[yellow]rejected[/] line {line}: field {r.field!r} {r.reason} (got {_shown(r.value)})"
         )
     if handle.accepted == 0:
         err_console.print("[red]nothing to run[/]")

@@ -18,6 +18,7 @@ from proj.pipelines import profile as scoring
 from proj.pipelines.fanin import gather_branches
 from proj.pipelines.summary import summarize
 from proj.pipelines.validation import Rejected, validate_items
+from proj.provider import lookups
 from proj.provider.errors import ProviderError
 from proj.provider.runtime import Providers
 from proj.settings import get_settings
@@ -75,7 +76,7 @@ class CompanyPipeline(ItemPipeline):
     label_field = "domain"
 
     async def process(self, p: Providers, item: dict[str, Any], *, batch_id: str) -> dict[str, Any]:
-        return dict(await p.company.get_json(f"/v1/companies/{item['domain']}"))
+        return await lookups.company(p, item["domain"])
 
 
 class LeadsPipeline(ItemPipeline):

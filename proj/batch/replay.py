@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections import defaultdict
 
 import redis
@@ -23,19 +24,30 @@ def replay(*, batch_id: str | None = None, entry_ids: list[str] | None = None) -
 
 
 def _replay(dlq: DeadLetters, batch_id: str | None, entry_ids: list[str] | None) -> BatchHandle:
-    entries = [
-        e for e in dlq.entries(batch_id, limit=10**9) if entry_ids is None or e["id"] in entry_ids
+    wanted = [
+        e["id"]
+        for e in dlq.entries(batch_id, limit=10**9)
+        if entry_ids is None or e["id"] in entry_ids
     ]
+    # Claimed atomically: a concurrent replay of the same dead letters gets none of these.
+    entries = dlq.take(wanted)
     if not entries:
         raise ValueError("no dead letters match")
     by_pipeline = defaultdict(list)
     for e in entries:
         by_pipeline[e["pipeline"]].append(e)
     handle: BatchHandle | None = None
-    for pipeline, group in by_pipeline.items():
-        # A new batch id: the replay must not be answered from the failed batch's records.
-        new_id = f"replay-{int(time.time())}-{group[0]['batch_id'][:8]}"
-        handle = submit(pipeline, [e["item"] for e in group], batch_id=new_id)
-        dlq.remove([e["id"] for e in group])
+    pending = list(by_pipeline.items())
+    try:
+        while pending:
+            pipeline, group = pending[0]
+            # A new batch id: the replay must not be answered from the failed batch's records,
+            # nor share its id with another replay.
+            new_id = f"replay-{int(time.time())}-{uuid.uuid4().hex[:8]}"
+            handle = submit(pipeline, [e["item"] for e in group], batch_id=new_id)
+            pending.pop(0)
+    except BaseException:
+        dlq.restore([e for _, group in pending for e in group])  # not submitted: kept
+        raise
     assert handle is not None
     return handle

@@ -4,7 +4,9 @@ Data model (keys in :mod:`proj.keys`; every key expires PROJ_BATCH_TTL_S after t
 
     proj:batch:{id}            hash  pipeline, total, next (claim cursor), done, failed, cached,
                                      duplicates, pass (1, then 2 for the retry of failures),
-                                     status (running|finished), started, updated, finished
+                                     status (running|finished), started, updated, finished,
+                                     runners (how many it should have), adopted (restarts by
+                                     the watchdog in a row)
     proj:batch:{id}:items      hash  index -> item JSON
     proj:batch:{id}:keys       hash  index -> idempotency key
     proj:batch:{id}:state      hash  index -> done | failed
@@ -13,9 +15,11 @@ Data model (keys in :mod:`proj.keys`; every key expires PROJ_BATCH_TTL_S after t
     proj:batch:{id}:attempts   hash  index -> attempts so far
     proj:batch:{id}:leases     zset  index -> lease expiry ms (claimed, in flight)
     proj:batch:{id}:delayed    zset  index -> ready ms (deferred or waiting to retry)
+    proj:batch:{id}:runners    zset  runner id -> lease expiry ms (:mod:`proj.batch.lease`)
 
-An item is claimed with a lease; a runner that dies leaves leases that expire, and any runner
-(or ``proj batch resume``) claims those items again. Results are written with HSETNX and the
+An item is claimed with a lease; a runner that dies leaves leases that expire, or are released
+at once when its own lease is seen gone, and any runner (or ``proj batch resume``) claims those
+items again. Results are written with HSETNX and the
 counters move only on that first write, so an item is counted and stored once however often
 it is run.
 """

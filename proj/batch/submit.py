@@ -14,8 +14,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import redis
 import redis.asyncio as aioredis
 
+from proj.batch.lease import RunnerLeases
 from proj.batch.pipelines import content_key, get_pipeline
 from proj.batch.store import BatchStore, Progress
 from proj.errors import ProjError
@@ -23,6 +25,12 @@ from proj.pipelines.validation import Rejected
 from proj.settings import Settings, get_settings
 
 T = TypeVar("T")
+
+
+def reconnect_delay_s(failures: int, interval_s: float, cap_s: float = 2.0) -> float:
+    """How long a watcher waits before its next try after ``failures`` failed polls in a row:
+    the poll interval, doubling, at most ``cap_s``."""
+    return min(cap_s, interval_s * 2 ** max(0, failures - 1))
 
 
 def _with_store(fn: Callable[[BatchStore], Awaitable[T]], settings: Settings) -> T:
@@ -62,11 +70,30 @@ class BatchHandle:
         *,
         interval_s: float = 0.25,
         on_progress: Callable[[Progress], None] | None = None,
+        on_connection: Callable[[Exception | None], None] | None = None,
     ) -> Progress:
-        """Poll until the batch is finished; calls ``on_progress`` at each poll."""
+        """Poll until the batch is finished; calls ``on_progress`` at each poll.
+
+        A lost Redis connection is tried again (see :func:`reconnect_delay_s`) until
+        ``timeout_s``; ``on_connection`` hears the error when it is lost and None when it is
+        back."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        failures = 0
         while True:
-            p = self.progress()
+            try:
+                p = self.progress()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                failures += 1
+                if failures == 1 and on_connection is not None:
+                    on_connection(exc)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise
+                time.sleep(reconnect_delay_s(failures, interval_s))
+                continue
+            if failures:
+                failures = 0
+                if on_connection is not None:
+                    on_connection(None)
             if on_progress is not None:
                 on_progress(p)
             if p.status == "finished":
@@ -89,12 +116,31 @@ def runners_for(total: int, settings: Settings) -> int:
     return max(1, min(settings.batch_runners, -(-total // settings.batch_slice)))
 
 
-def dispatch(batch_id: str, n: int, *, urgent: bool, settings: Settings) -> None:
+def dispatch(
+    batch_id: str,
+    n: int,
+    *,
+    urgent: bool,
+    settings: Settings,
+    forced: bool = False,
+    retry_policy: dict[str, Any] | None = None,
+) -> None:
+    """Send ``n`` runners of the batch to its queue (``forced``: they run even if the batch
+    has its runners)."""
     from proj.batch.runner import run_batch
 
     queue = settings.urgent_queue if urgent else settings.bulk_queue
     for _ in range(n):
-        run_batch.apply_async((batch_id,), queue=queue)
+        run_batch.apply_async(
+            (batch_id,),
+            {"forced": True} if forced else None,
+            queue=queue,
+            retry_policy=retry_policy,
+        )
+
+
+def _leases(settings: Settings) -> RunnerLeases:
+    return RunnerLeases(settings.batch_runner_lease_s, settings.batch_ttl_s)
 
 
 def submit(
@@ -117,8 +163,10 @@ def submit(
     if not unique:
         return handle
     item_list = list(unique.values())
-    created = _with_store(
-        lambda s: s.create(
+    runners = runners_for(len(item_list), settings)
+
+    async def create(s: BatchStore) -> bool:
+        created = await s.create(
             batch_id,
             pipeline,
             item_list,
@@ -126,25 +174,30 @@ def submit(
             duplicates=handle.duplicates,
             urgent=urgent,
             now=time.time(),
-        ),
-        settings,
-    )
-    if not created:
+        )
+        if created:  # the runners have a lease's time to start, then the watchdog sends more
+            await _leases(settings).expect(s.r, batch_id, runners)
+        return created
+
+    if not _with_store(create, settings):
         handle.existing = True
         return handle
-    dispatch(batch_id, runners_for(len(item_list), settings), urgent=urgent, settings=settings)
+    dispatch(batch_id, runners, urgent=urgent, settings=settings)
     return handle
 
 
 def resume(batch_id: str) -> BatchHandle:
-    """Finish a batch whose submitter or workers died: expired leases are claimed again and
-    fresh runners start. Items already done are not run again."""
+    """Finish a batch whose submitter or workers died: every item lease is made claimable and
+    fresh runners start at once, beside any live ones. Items already done are not run again;
+    an item whose in-flight marker names a dead runner (its lease gone) runs at once, one
+    whose runner is alive waits for that runner's result."""
     settings = get_settings()
 
     async def prepare(s: BatchStore) -> tuple[Progress | None, str | None]:
         p = await s.progress(batch_id)
         if p is not None and p.status != "finished":
             await s.expire_leases(batch_id)
+            await _leases(settings).expect(s.r, batch_id)
         return p, await s.meta(batch_id, "urgent")
 
     progress, urgent = _with_store(prepare, settings)
@@ -154,7 +207,11 @@ def resume(batch_id: str) -> BatchHandle:
     if progress.status != "finished":
         remaining = progress.total - progress.done - progress.failed
         dispatch(
-            batch_id, runners_for(remaining, settings), urgent=urgent == "1", settings=settings
+            batch_id,
+            runners_for(remaining, settings),
+            urgent=urgent == "1",
+            settings=settings,
+            forced=True,
         )
     return handle
 

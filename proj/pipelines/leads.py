@@ -28,7 +28,7 @@ from proj.pipelines.notify import notify
 from proj.pipelines.plan import Planned
 from proj.pipelines.summary import summarize
 from proj.pipelines.validation import validate_items
-from proj.provider import runtime
+from proj.provider import lookups, runtime
 from proj.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -103,12 +103,8 @@ async def analyse(p: runtime.Providers, lead: Lead, model: str) -> dict[str, Any
     }
 
 
-async def lookup_company(p: runtime.Providers, domain: str) -> dict[str, Any]:
-    return dict(await p.company.get_json(f"/v1/companies/{domain}"))
-
-
-async def lookup_person(p: runtime.Providers, email: str) -> dict[str, Any]:
-    return dict(await p.person.get_json(f"/v1/people/{email}"))
+lookup_company = lookups.company
+lookup_person = lookups.person
 
 
 async def enrich(p: runtime.Providers, lead: Lead, model: str, timeout_s: float) -> dict[str, Any]:

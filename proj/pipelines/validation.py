@@ -42,16 +42,53 @@ def _describe(kind: str, index: int, raw: Any, label_field: str | None) -> str:
     return f"{kind} {index}" + (f" ({label})" if label else "")
 
 
+#: Characters no text field may hold: NUL and the other C0/C1 controls (tab, newline and
+#: carriage return are text), and the bidi overrides and isolates that make text display
+#: other than it reads (CVE-2021-42574). PostgreSQL refuses NUL outright.
+_FORBIDDEN = {
+    *(chr(c) for c in range(0x20) if chr(c) not in "\t\n\r"),
+    *(chr(c) for c in range(0x7F, 0xA0)),
+    *"\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069",
+}
+
+
+def _bad_text(value: Any, path: str = "") -> tuple[str, str, str] | None:
+    """(field, value, reason) of the first string in ``value`` with a forbidden character."""
+    if isinstance(value, str):
+        for ch in value:
+            if ch in _FORBIDDEN:
+                return path or "(item)", value, f"holds the control character U+{ord(ch):04X}"
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _bad_text(v, f"{path}.{k}" if path else str(k))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _bad_text(v, f"{path}.{i}" if path else str(i))
+            if found:
+                return found
+    return None
+
+
 def validate_items(
     model: type[M], items: Iterable[Any], *, kind: str, label_field: str | None = None
 ) -> tuple[list[M], list[Rejected]]:
-    """Parse each item with ``model``; returns (accepted, rejected). Never raises for bad items."""
+    """Parse each item with ``model``; returns (accepted, rejected). Never raises for bad items;
+    raises :class:`ValidationError` when ``items`` is not a list at all."""
+    if isinstance(items, str | bytes | dict) or not isinstance(items, Iterable):
+        raise ValidationError("the input", f"{kind}s", items, "must be a list of JSON objects")
     accepted: list[M] = []
     rejected: list[Rejected] = []
     for index, raw in enumerate(items):
         item = _describe(kind, index, raw, label_field)
         if not isinstance(raw, dict):
             rejected.append(Rejected(index, item, "(item)", raw, "must be a JSON object"))
+            continue
+        bad = _bad_text(raw)
+        if bad is not None:
+            rejected.append(Rejected(index, item, *bad))
             continue
         try:
             accepted.append(model.model_validate(raw))

@@ -8,31 +8,38 @@ The API key lives only in the client's headers: never in task arguments, results
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
-from pydantic import SecretStr
 
+from proj.dependencies import Dependency
+from proj.guard.http import (
+    CALL,
+    DEFER_OUTCOME,
+    TIMEOUT,
+    AsyncGuardedTransport,
+    Guard,
+    GuardedCall,
+    RequestRefused,
+)
 from proj.provider.errors import (
     MalformedResponse,
     PermanentError,
     ProviderConnectionError,
     ProviderError,
     ProviderTimeout,
-    RateLimited,
     error_for_status,
 )
 from proj.resilience.breaker import Outcome
-from proj.resilience.breaker_client import Breaker, classify
-from proj.resilience.limiter import Limiter
-from proj.resilience.outcomes import OutcomeRecorder
 from proj.settings import ModelPrice
 
 
@@ -45,21 +52,50 @@ def shared_ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def make_http_client(*, max_connections: int, connect_timeout_s: float) -> httpx.AsyncClient:
-    """The per-process HTTP client every dependency shares (one aiohttp connection pool)."""
+def make_transport(*, max_connections: int) -> AiohttpTransport:
+    """The per-process transport every dependency shares (one aiohttp connection pool)."""
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
+    return AiohttpTransport(verify=shared_ssl_context(), limits=limits)
+
+
+def make_http_client(*, max_connections: int, connect_timeout_s: float) -> httpx.AsyncClient:
+    """An unguarded client on such a transport (benchmarks: the raw HTTP floor)."""
     return httpx.AsyncClient(
-        transport=AiohttpTransport(verify=shared_ssl_context(), limits=limits),
+        transport=make_transport(max_connections=max_connections),
         timeout=httpx.Timeout(None, connect=connect_timeout_s),
         follow_redirects=False,
     )
 
 
+def guarded_client(
+    dep: Dependency,
+    transport: httpx.AsyncBaseTransport,
+    *,
+    connect_timeout_s: float = 5.0,
+    prices: dict[str, ModelPrice] | None = None,
+) -> ProviderClient:
+    """A :class:`ProviderClient` for ``dep`` on ``transport`` (which it does not close)."""
+    http = httpx.AsyncClient(
+        base_url=dep.base_url or "",
+        transport=AsyncGuardedTransport(Guard(dep), transport, owns_inner=False),
+        timeout=httpx.Timeout(None, connect=connect_timeout_s),
+        follow_redirects=False,
+    )
+    return ProviderClient(dep.name, http, timeout_s=dep.timeout_s, prices=prices)
+
+
+def _shown(url: httpx.URL) -> str:
+    """A URL as errors and logs may show it: no query string (it may carry a token)."""
+    return f"{url.scheme}://{url.host}{f':{url.port}' if url.port else ''}{url.path}"
+
+
 def _is_timeout(exc: httpx.TransportError) -> bool:
     """True for a real timeout. httpx-aiohttp reports every aiohttp connection error as
     ``ConnectTimeout``, so look at the aiohttp exception underneath."""
+    if isinstance(exc, httpx.ReadTimeout) and exc.__cause__ is None:
+        return True  # the guarded transport's own deadline
     cause = exc.__cause__
     if cause is None:
         return isinstance(exc, httpx.TimeoutException)
@@ -112,40 +148,30 @@ class ChatResult:
 
 
 class ProviderClient:
-    """Calls to one named dependency. All methods raise :class:`ProviderError` subclasses."""
+    """Typed calls to one declared dependency, through its guarded client
+    (:mod:`proj.guard.http`: breaker, global rate limit, 429 pause, outcome reporting, the
+    key). All methods raise :class:`ProviderError` subclasses, or a
+    :class:`~proj.resilience.deferral.Deferral` (open breaker, rate-limit wait) without
+    calling."""
 
     def __init__(
         self,
         name: str,
-        base_url: str,
         http: httpx.AsyncClient,
         *,
-        api_key: SecretStr | None = None,
         timeout_s: float = 30.0,
         prices: dict[str, ModelPrice] | None = None,
-        breaker: Breaker | None = None,
-        limiter: Limiter | None = None,
-        outcomes: OutcomeRecorder | None = None,
-        rate_limited_pause_s: float = 0.0,
     ) -> None:
         self.name = name
-        self.base_url = base_url.rstrip("/")
         self._http = http
-        self._headers = {"Accept": "application/json"}
-        if api_key is not None:
-            self._headers["Authorization"] = f"Bearer {api_key.get_secret_value()}"
         self.timeout_s = timeout_s
         self.prices = prices or {}
-        self.breaker = breaker
-        self.limiter = limiter
-        self.outcomes = outcomes
-        self.rate_limited_pause_s = rate_limited_pause_s
 
-    def __repr__(self) -> str:  # never show the key
-        return f"ProviderClient({self.name!r}, {self.base_url!r})"
+    def __repr__(self) -> str:
+        return f"ProviderClient({self.name!r})"
 
-    def url(self, path: str) -> str:
-        return path if path.startswith(("http://", "https://")) else self.base_url + path
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
     async def request_json(
         self,
@@ -155,91 +181,95 @@ class ProviderClient:
         params: dict[str, Any] | None = None,
         json_body: Any = None,
         timeout_s: float | None = None,
+        parse: Callable[[Any], Any] | None = None,
     ) -> Any:
-        """One call through the dependency's breaker and rate limit; the parsed JSON body of a
-        2xx answer.
-
-        Raises a :class:`~proj.resilience.deferral.Deferral` without calling when the breaker
-        is open or no rate-limit slot is free soon enough. A 429 pushes the shared limit
-        forward. Every outcome but our own 4xx is reported to the adaptive controller.
-        """
-        permit = await self.breaker.allow() if self.breaker is not None else None
-        outcome: Outcome = "ignored"
-        try:
-            if self.limiter is not None:
-                await self.limiter.acquire()
-            value = await self._request(method, path, params, json_body, timeout_s)
-            outcome = "success"
-            return value
-        except RateLimited as exc:
-            self._report(False)
-            if self.limiter is not None and exc.retry_after_s:
-                await self.limiter.push(exc.retry_after_s)
-            elif self.rate_limited_pause_s:
-                # Over capacity with no Retry-After: hold this caller's slot a moment, or it
-                # turns straight to the next call and meets another 429.
-                await asyncio.sleep(self.rate_limited_pause_s)
-            raise
-        except ProviderError as exc:
-            outcome = classify(exc)
-            if not isinstance(exc, PermanentError):
-                self._report(False)
-            raise
-        finally:
-            if outcome == "success":
-                self._report(True)
-            if self.breaker is not None and permit is not None:
-                await self.breaker.record(permit, outcome)
-
-    def _report(self, ok: bool) -> None:
-        if self.outcomes is not None:
-            self.outcomes.record(ok)
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        params: dict[str, Any] | None,
-        json_body: Any,
-        timeout_s: float | None,
-    ) -> Any:
-        url = self.url(path)
+        """One guarded call; the parsed JSON body of a 2xx answer (passed through ``parse``,
+        which raises :class:`MalformedResponse` for an answer it cannot use: that counts as a
+        failure of the provider). ``path`` is relative to the dependency's base URL (or
+        absolute, for an ``any_host`` dependency)."""
         limit = timeout_s or self.timeout_s
         try:
-            async with asyncio.timeout(limit):
-                response = await self._http.request(
-                    method, url, params=params, json=json_body, headers=self._headers
-                )
-                body = await response.aread()
+            request = self._http.build_request(
+                method,
+                path,
+                params=params,
+                json=json_body,
+                headers={"Accept": "application/json"},
+                extensions={DEFER_OUTCOME: True, TIMEOUT: limit},
+            )
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise PermanentError(f"{self.name}: invalid URL: {exc}", dependency=self.name) from None
+        where = _shown(request.url)
+        try:
+            # The transport waits for the breaker, the rate limit and the in-flight cap, then
+            # limits the wait for the answer to ``limit`` (a timeout is a provider failure).
+            response = await self._http.send(request, stream=True)
+        except RequestRefused as exc:
+            raise PermanentError(str(exc), dependency=self.name) from None
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc, where, limit) from None
+        call: GuardedCall = response.extensions[CALL]
+        try:
+            try:
+                async with asyncio.timeout(limit):
+                    body = await response.aread()
+            except BaseException:
+                with contextlib.suppress(Exception):  # the connection is not reused
+                    await response.aclose()
+                raise
         except TimeoutError:
+            call.broken = True
+            await call.asettle()
             raise ProviderTimeout(
-                f"{self.name}: no answer from {url} within {limit}s", dependency=self.name
+                f"{self.name}: the answer from {where} did not arrive within {limit}s",
+                dependency=self.name,
             ) from None
         except httpx.TransportError as exc:
-            if _is_timeout(exc):
-                raise ProviderTimeout(
-                    f"{self.name}: {type(exc).__name__} on {url}", dependency=self.name
-                ) from None
-            raise ProviderConnectionError(
-                f"{self.name}: {type(exc).__name__} on {url}: {exc}", dependency=self.name
-            ) from None
-        error = error_for_status(
-            response.status_code,
-            response.headers,
-            dependency=self.name,
-            url=url,
-            body=body[:300].decode(errors="replace"),
-        )
-        if error is not None:
-            raise error
+            call.broken = True
+            await call.asettle()
+            raise self._transport_error(exc, where, limit) from None
+        except BaseException:
+            await call.asettle("ignored")  # cancelled: says nothing about the provider
+            raise
+        outcome: Outcome | None = None  # by status
         try:
-            return json.loads(body)
-        except ValueError:
-            raise MalformedResponse(
-                f"{self.name}: body from {url} is not JSON: {body[:80]!r}",
+            error = error_for_status(
+                response.status_code,
+                response.headers,
                 dependency=self.name,
-                status=response.status_code,
-            ) from None
+                url=where,
+                body=body[:300].decode(errors="replace"),
+            )
+            if error is not None:
+                raise error
+            try:
+                value = json.loads(body)
+            except ValueError:
+                outcome = "failure"  # a 2xx we cannot use: the provider is not well
+                raise MalformedResponse(
+                    f"{self.name}: body from {where} is not JSON: {body[:80]!r}",
+                    dependency=self.name,
+                    status=response.status_code,
+                ) from None
+            try:
+                return value if parse is None else parse(value)
+            except MalformedResponse:
+                outcome = "failure"
+                raise
+        finally:
+            await call.asettle(outcome)
+
+    def _transport_error(
+        self, exc: httpx.TransportError, where: str, limit: float
+    ) -> ProviderError:
+        if _is_timeout(exc):
+            return ProviderTimeout(
+                f"{self.name}: no answer from {where} within {limit}s ({type(exc).__name__})",
+                dependency=self.name,
+            )
+        return ProviderConnectionError(
+            f"{self.name}: {type(exc).__name__} on {where}: {exc}", dependency=self.name
+        )
 
     async def get_json(
         self, path: str, *, params: dict[str, Any] | None = None, timeout_s: float | None = None
@@ -265,23 +295,30 @@ class ProviderClient:
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         started = time.monotonic()
-        data = await self.post_json("/v1/chat/completions", body, timeout_s=timeout_s)
-        try:
-            content = data["choices"][0]["message"]["content"]
-            usage = data.get("usage") or {}
-            prompt = int(usage.get("prompt_tokens", 0))
-            completion = int(usage.get("completion_tokens", 0))
-            answered_model = str(data.get("model") or model)
-        except (KeyError, IndexError, TypeError, ValueError):
-            raise MalformedResponse(
-                f"{self.name}: chat completion without choices[0].message", dependency=self.name
-            ) from None
-        if not isinstance(content, str):
-            raise MalformedResponse(f"{self.name}: chat content is not text", dependency=self.name)
-        cost = price(model, prompt, completion, self.prices)
-        return ChatResult(
-            content, Usage(answered_model, prompt, completion, cost), time.monotonic() - started
+
+        def parse(data: Any) -> tuple[str, Usage]:
+            try:
+                content = data["choices"][0]["message"]["content"]
+                usage = data.get("usage") or {}
+                prompt = int(usage.get("prompt_tokens", 0))
+                completion = int(usage.get("completion_tokens", 0))
+                answered_model = str(data.get("model") or model)
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+                raise MalformedResponse(
+                    f"{self.name}: chat completion without choices[0].message",
+                    dependency=self.name,
+                ) from None
+            if not isinstance(content, str):
+                raise MalformedResponse(
+                    f"{self.name}: chat content is not text", dependency=self.name
+                )
+            cost = price(model, prompt, completion, self.prices)
+            return content, Usage(answered_model, prompt, completion, cost)
+
+        content, usage = await self.request_json(
+            "POST", "/v1/chat/completions", json_body=body, timeout_s=timeout_s, parse=parse
         )
+        return ChatResult(content, usage, time.monotonic() - started)
 
 
 __all__ = ["ChatResult", "ProviderClient", "ProviderError", "Usage", "make_http_client", "price"]

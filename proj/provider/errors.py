@@ -7,12 +7,11 @@ is our own fault and retrying will not help.
 
 from __future__ import annotations
 
-import email.utils
-import math
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
 from proj.errors import ProjError
+from proj.resilience.ratelimit import parse_retry_after
 
 
 class ProviderError(ProjError):
@@ -77,29 +76,6 @@ class MalformedResponse(ProviderError):
 
     kind = "malformed"
     retryable = True
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date (RFC 9110)."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def error_for_status(

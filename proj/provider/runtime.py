@@ -21,129 +21,47 @@ import redis.asyncio as aioredis
 from httpx_aiohttp import AiohttpTransport
 
 from proj.errors import ConfigError
-from proj.provider.client import ProviderClient, make_http_client
-from proj.resilience import outcomes
-from proj.resilience.breaker_client import Breaker, CeleryEventListener, LogListener
-from proj.resilience.breaker_store import RedisBreakerStore
-from proj.resilience.limiter import Limiter
-from proj.resilience.outcomes import OutcomeRecorder
-from proj.resilience.ratelimit_store import RedisLimiterStore
+from proj.guard import connections, flusher, registry
+from proj.guard import http as http_guard
+from proj.guard.http import AsyncGuardedTransport, guard
+from proj.provider.client import ProviderClient, make_transport
 from proj.settings import Settings, get_settings
 
 T = TypeVar("T")
 logger = logging.getLogger("proj.runtime")
 
 
-def send_celery_event(fields: dict[str, object]) -> None:
-    """Publish a ``proj-breaker-state`` event on the app's event exchange (Flower sees it)."""
-    from proj.app import app
-
-    with app.events.default_dispatcher() as dispatcher:
-        dispatcher.send("proj-breaker-state", **fields)
-
-
 class Providers:
-    """The named external dependencies of this process, sharing one HTTP client, each behind
-    its own circuit breaker (state shared through Redis)."""
+    """This process's clients of the declared dependencies, on one shared connection pool,
+    each through its dependency's guard (breaker, global rate limit, outcome reporting)."""
 
-    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport) -> None:
         self.settings = settings
-        self.http = http
+        self.transport = transport
         self._clients: dict[str, ProviderClient] = {}
-        self._breakers: dict[str, Breaker] = {}
-        self._limiters: dict[str, Limiter] = {}
-        self._redis: aioredis.Redis | None = None
-        self._outcomes: OutcomeRecorder | None = None
-
-    @property
-    def outcomes(self) -> OutcomeRecorder | None:
-        """Reports call outcomes to this worker node's adaptive controller, when it runs."""
-        if self._outcomes is None and outcomes.ENABLED and outcomes.NODE:
-            self._outcomes = OutcomeRecorder(self.redis, outcomes.NODE)
-        return self._outcomes
-
-    def limiter(self, name: str) -> Limiter:
-        lim = self._limiters.get(name)
-        if lim is None:
-            lim = self._limiters[name] = Limiter(
-                name,
-                self.settings.enforced_rate_limit(name),
-                RedisLimiterStore(self.redis),
-                max_wait_s=self.settings.rate_limit_max_wait_s,
-            )
-        return lim
 
     @property
     def redis(self) -> aioredis.Redis:
         """This process's asyncio Redis client (on the runtime's loop)."""
-        if self._redis is None:
-            # A blocking pool: hundreds of concurrent calls share a few connections and wait
-            # for one, instead of failing with "Too many connections".
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.settings.redis_url,
-                max_connections=64,
-                timeout=30,
-                socket_timeout=10,
-                socket_connect_timeout=5,
-                health_check_interval=25,
-            )
-            self._redis = aioredis.Redis(connection_pool=pool)
-        return self._redis
-
-    def breaker(self, name: str) -> Breaker | None:
-        if not self.settings.breaker_enabled:
-            return None
-        b = self._breakers.get(name)
-        if b is None:
-            b = self._breakers[name] = Breaker(
-                name,
-                self.settings.breaker_policy(name),
-                RedisBreakerStore(self.redis),
-                cache_s=self.settings.breaker_cache_s,
-                listeners=[LogListener(), CeleryEventListener(send_celery_event)],
-            )
-        return b
+        return connections.async_client()
 
     def _make(self, name: str) -> ProviderClient:
-        client = self._make_client(name)
-        client.limiter = self.limiter(name)
-        client.outcomes = self.outcomes
-        client.rate_limited_pause_s = self.settings.rate_limited_pause_s
-        return client
-
-    def _make_client(self, name: str) -> ProviderClient:
-        s = self.settings
-        if name == "ai":
-            base, key, prices = s.provider_base_url, s.provider_api_key, s.model_prices
-            if base is None:
-                raise ConfigError(
-                    "PROVIDER_BASE_URL is not set: point it at an OpenAI-compatible "
-                    "API, or run `proj up`, which starts the simulator"
-                )
-            return ProviderClient(
-                name,
-                base,
-                self.http,
-                api_key=key,
-                timeout_s=s.http_timeout_s,
-                prices=prices,
-                breaker=self.breaker(name),
-            )
-        if name in ("company", "person"):
-            if s.lookup_url is None:
-                raise ConfigError("PROJ_LOOKUP_BASE_URL (or PROVIDER_BASE_URL) is not set")
-            return ProviderClient(
-                name,
-                s.lookup_url,
-                self.http,
-                api_key=s.lookup_key,
-                timeout_s=s.http_timeout_s,
-                breaker=self.breaker(name),
-            )
-        # Anything else: absolute URLs (sources, webhooks), no credentials.
-        return ProviderClient(
-            name, "", self.http, timeout_s=s.http_timeout_s, breaker=self.breaker(name)
+        g = guard(name)  # ConfigError for a dependency that is not declared or not set
+        http = httpx.AsyncClient(
+            base_url=g.dep.base_url or "",
+            transport=AsyncGuardedTransport(g, self.transport, owns_inner=False),
+            timeout=httpx.Timeout(None, connect=self.settings.http_connect_timeout_s),
+            follow_redirects=False,
         )
+        return ProviderClient(
+            name, http, timeout_s=g.dep.timeout_s, prices=self.settings.model_prices
+        )
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+        await self.transport.aclose()
 
     def get(self, name: str) -> ProviderClient:
         client = self._clients.get(name)
@@ -173,12 +91,13 @@ class Runtime:
         self._thread = threading.Thread(target=self.loop.run_forever, name="proj-aio", daemon=True)
         self._thread.start()
         self.providers = Providers(
-            settings,
-            make_http_client(
-                max_connections=settings.http_max_connections,
-                connect_timeout_s=settings.http_connect_timeout_s,
-            ),
+            settings, make_transport(max_connections=settings.http_max_connections)
         )
+
+        async def adopt() -> None:  # this loop lives as long as the process: its own client
+            connections.adopt_loop()
+
+        asyncio.run_coroutine_threadsafe(adopt(), self.loop).result(5)
 
     def run(self, fn: Callable[[Providers], Awaitable[T]], timeout_s: float | None = None) -> T:
         """Run ``fn(providers)`` on the loop and wait for it; cancel it if we stop waiting."""
@@ -200,13 +119,13 @@ class Runtime:
         starting at once crowd that many calls into too short a time."""
 
         async def warm(providers: Providers) -> None:
-            transport = providers.http._transport  # the AiohttpTransport make_http_client set
+            transport = providers.transport
             if isinstance(transport, AiohttpTransport) and not isinstance(
                 transport.client, aiohttp.ClientSession
             ):
                 # What the transport does on its first request: create the session and keep it.
                 transport.client = transport.get_client()
-            for name in ("ai", "company", "person"):
+            for name in providers.settings.dependency_breakers():
                 with contextlib.suppress(ConfigError):  # not configured in this deployment
                     providers.get(name)
             await providers.redis.ping()
@@ -218,14 +137,10 @@ class Runtime:
 
     def close(self) -> None:
         async def shutdown() -> None:
-            for b in self.providers._breakers.values():
-                await b.aclose()
-            if self.providers._outcomes is not None:
-                await self.providers._outcomes.flush()
-            await self.providers.http.aclose()
-            if self.providers._redis is not None:
-                await self.providers._redis.aclose(close_connection_pool=True)
+            await self.providers.aclose()
+            await connections.aclose_loop_client()
 
+        flusher.flush_all()
         if self.loop.is_running():
             asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
             self.loop.call_soon_threadsafe(self.loop.stop)
@@ -256,9 +171,13 @@ def run(fn: Callable[[Providers], Awaitable[T]], timeout_s: float | None = None)
 
 
 def reset_runtime() -> None:
-    """Close this process's runtime (tests, and after settings change)."""
+    """Close this process's runtime and forget its guards, breakers, limits and Redis
+    clients (tests, and after the settings change)."""
     global _runtime
     with _lock:
         if _runtime is not None and _runtime.pid == os.getpid():
             _runtime.close()
         _runtime = None
+    http_guard.reset()
+    registry.reset()
+    connections.reset()

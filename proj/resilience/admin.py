@@ -1,53 +1,87 @@
-"""Operator views and commands over the shared resilience state (``proj breakers``)."""
+"""Operator views and commands over the shared breaker state (``proj breakers``).
+
+Every breaker any process made (proj's own and its users') is listed in
+``proj:breakers`` with its rule, so the listing shows each with its own threshold; breakers
+with state in Redis but never listed (made by an older version) are shown with the defaults.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+import json
+from dataclasses import dataclass
 
-import redis.asyncio as aioredis
+import redis
 
-from proj.resilience.breaker import Snapshot
+from proj.errors import ConfigError
+from proj.resilience import breaker as rules
+from proj.resilience.breaker import BreakerPolicy, Snapshot
 from proj.resilience.breaker_store import RedisBreakerStore
 from proj.settings import Settings
 
-#: Breakers every deployment has, listed even before their first call.
-KNOWN_BREAKERS = ("ai", "company", "person")
+
+@dataclass(frozen=True)
+class BreakerView:
+    snapshot: Snapshot
+    policy: BreakerPolicy | None  # None: a plain pybreaker breaker (its rule lives in its code)
 
 
-@contextlib.asynccontextmanager
-async def _store(settings: Settings) -> AsyncIterator[RedisBreakerStore]:
-    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+def _store(settings: Settings) -> RedisBreakerStore:
+    return RedisBreakerStore(redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5))
+
+
+def _policies(settings: Settings, store: RedisBreakerStore) -> dict[str, BreakerPolicy | None]:
+    out: dict[str, BreakerPolicy | None] = dict.fromkeys(settings.dependency_breakers())
+    for name in store.names():
+        out.setdefault(name, settings.breaker_policy(name))
+    for name, raw in store.registered().items():
+        try:
+            data = json.loads(raw)
+            out[name] = None if data.get("rule") == "pybreaker" else BreakerPolicy(**data)
+        except (ValueError, TypeError):
+            out[name] = settings.breaker_policy(name)
+    for name in out:
+        if out[name] is None and name in settings.dependency_breakers():
+            out[name] = settings.breaker_policy(name)
+    return out
+
+
+def known(settings: Settings) -> list[str]:
+    """Every breaker name known to this deployment."""
+    store = _store(settings)
     try:
-        yield RedisBreakerStore(client)
+        return sorted(_policies(settings, store))
     finally:
-        await client.aclose()
+        store.client.close()
 
 
-async def _snapshots(settings: Settings) -> list[Snapshot]:
-    async with _store(settings) as store:
-        names = sorted(set(KNOWN_BREAKERS) | set(await store.names()))
-        return [await store.snapshot(n, settings.breaker_policy(n)) for n in names]
-
-
-async def _force(settings: Settings, name: str, state: str) -> tuple[str, str] | None:
-    async with _store(settings) as store:
-        moved = await store.force(name, state)
-    if moved is not None:
-        from proj.provider.runtime import send_celery_event
-
-        send_celery_event(
-            {"breaker": name, "old_state": moved[0], "new_state": moved[1], "forced": True}
-        )
-    return moved
-
-
-def snapshots(settings: Settings) -> list[Snapshot]:
-    """State, failure rate, calls in window and half-open time of every breaker."""
-    return asyncio.run(_snapshots(settings))
+def views(settings: Settings) -> list[BreakerView]:
+    """State, failure rate, calls in window and next probe time of every breaker."""
+    store = _store(settings)
+    try:
+        out = []
+        for name, policy in sorted(_policies(settings, store).items()):
+            snap = store.snapshot(name, policy or settings.breaker_policy(name))
+            if policy is None and snap.state == rules.OPEN:
+                snap = Snapshot(
+                    name, snap.state, snap.calls, snap.failures, None, snap.probes_total,
+                    snap.fail_counter, snap.success_counter,
+                )  # fmt: skip
+            out.append(BreakerView(snap, policy))
+        return out
+    finally:
+        store.client.close()
 
 
 def force(settings: Settings, name: str, state: str) -> tuple[str, str] | None:
-    """Hold a breaker open (``forced-open``) or close it; returns the transition, if any."""
-    return asyncio.run(_force(settings, name, state))
+    """Hold a breaker open (``forced-open``) or close it; returns the transition, if any.
+    An unknown name is an error that lists the known ones."""
+    store = _store(settings)
+    try:
+        names = _policies(settings, store)
+        if name not in names:
+            raise ConfigError(
+                f"no breaker named {name!r}; known: {', '.join(sorted(names)) or 'none'}"
+            )
+        return store.force(name, state)
+    finally:
+        store.client.close()

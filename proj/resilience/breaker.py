@@ -1,23 +1,24 @@
-"""A failure-rate circuit breaker: the policy, the pure state machine, and its in-memory twin.
+"""The circuit breaker's rules: the policy and the pure state machine. No I/O.
 
-pybreaker gives the vocabulary (its state names and ``CircuitBreakerError``; listeners have
-the shape of its ``CircuitBreakerListener.state_change``) but not the behaviour we need: it
-counts consecutive failures, its Redis storage lets every process probe at once, and its
-``call()`` holds a lock for the whole guarded call. Here the decisions are pure functions of
-a state and a clock; the Redis store (:mod:`proj.resilience.breaker_store`) runs the same
-rules atomically in Lua.
+pybreaker gives the vocabulary (state names, ``CircuitBreakerError``, ``fail_max``,
+``success_threshold``) but counts only consecutive failures, lets every process probe at once
+when its state is shared, and holds a lock for the whole guarded call. Here the decisions are
+pure functions of a state and a clock (milliseconds); the Redis store
+(:mod:`proj.resilience.breaker_store`) runs the same rules atomically in Lua, and
+:class:`proj.guard.breaker.Breaker` puts pybreaker's API on top.
 
-States: ``closed`` -> (failure rate > threshold over the window, at least ``min_calls``) ->
-``open`` -> (``open_s`` later, on the next admit) -> ``half-open`` (at most ``probes`` calls at
-once, cluster-wide) -> a successful probe closes, a failed one reopens. ``forced-open`` is an
-operator's hold; only ``close`` ends it.
+States: ``closed`` -> (failure rate > threshold over the window with at least ``min_calls``;
+or, with ``fail_max`` set, that many consecutive failures) -> ``open`` -> (``open_s`` later, on
+the next admit) -> ``half-open`` (at most ``probes`` calls at once, cluster-wide) ->
+``success_threshold`` successful probes in a row close it, a failed one reopens it.
+``forced-open`` is an operator's hold; only ``close`` ends it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pybreaker
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,7 +38,7 @@ class BreakerPolicy(BaseModel):
     """Knobs of one breaker. Defaults follow the product design: open above 20% failures."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    failure_rate: float = Field(0.2, gt=0, le=1, description="Opens when the rate is above this.")
+    failure_rate: float = Field(0.2, gt=0, lt=1, description="Opens when the rate is above this.")
     window_s: float = Field(10.0, gt=0, description="Sliding window length.")
     window_buckets: int = Field(10, ge=1, le=600, description="The window slides bucket by bucket.")
     min_calls: int = Field(20, ge=1, description="Below this many calls in the window, never open.")
@@ -49,6 +50,12 @@ class BreakerPolicy(BaseModel):
     half_open_wait_s: float = Field(
         1.0, gt=0, description="While a probe runs, others are told to come back this soon."
     )
+    fail_max: int | None = Field(
+        None, ge=1, description="pybreaker's rule: open after this many failures in a row."
+    )
+    success_threshold: int = Field(
+        1, ge=1, description="Successful probes in a row that close a half-open breaker."
+    )
 
     @property
     def bucket_ms(self) -> int:
@@ -58,11 +65,18 @@ class BreakerPolicy(BaseModel):
 class BreakerOpen(pybreaker.CircuitBreakerError, Deferral):
     """The dependency's breaker is open: wait ``wait_s`` and try again. Not a task failure."""
 
-    def __init__(self, name: str, wait_s: float, state: str = OPEN) -> None:
-        super().__init__(f"circuit breaker {name!r} is {state}; retry in {wait_s:.1f}s")
+    def __init__(
+        self, name: str, wait_s: float, state: str = OPEN, reason: str | None = None
+    ) -> None:
+        why = f"{reason}: " if reason else ""
+        super().__init__(f"{why}circuit breaker {name!r} is {state}; retry in {wait_s:.1f}s")
         self.name = name
         self.wait_s = wait_s
         self.state = state
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.wait_s, self.state, self.reason))
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,8 @@ class BreakerState:
     buckets: dict[int, list[int]] = field(default_factory=dict)  # bucket -> [ok, fail]
     probes: dict[str, int] = field(default_factory=dict)  # probe id -> lease expiry (ms)
     probes_total: int = 0
+    fail_counter: int = 0  # failures in a row (pybreaker's ``fail_counter``)
+    success_counter: int = 0  # successful probes in a row while half-open
 
     def window(self, policy: BreakerPolicy, now_ms: int) -> tuple[int, int]:
         """(calls, failures) in the window ending now."""
@@ -98,8 +114,11 @@ class BreakerState:
         return self.opened_at_ms + int(policy.open_s * 1000)
 
 
-def should_open(policy: BreakerPolicy, calls: int, failures: int) -> bool:
-    """Strictly above the threshold, and only once the window holds ``min_calls``."""
+def should_open(policy: BreakerPolicy, calls: int, failures: int, in_a_row: int = 0) -> bool:
+    """With ``fail_max``: that many failures in a row. Otherwise: strictly above the failure
+    rate, and only once the window holds ``min_calls``."""
+    if policy.fail_max is not None:
+        return in_a_row >= policy.fail_max
     return calls >= policy.min_calls and failures / calls > policy.failure_rate
 
 
@@ -135,21 +154,31 @@ def record(
     failed: int = 0,
     probe_id: str | None = None,
 ) -> tuple[str, str] | None:
-    """Count outcomes (``ok``/``failed`` are counts, so callers may batch). Returns the
-    transition it caused, if any. A probe reports one outcome (ok=1 or failed=1, or neither
-    for an ignored one, which frees its slot)."""
+    """Count outcomes (``ok``/``failed`` are counts, so callers may batch; a batch counts its
+    successes before its failures). Returns the transition it caused, if any. A probe reports
+    one outcome (ok=1 or failed=1, or neither for an ignored one, which frees its slot)."""
     if probe_id is not None:
-        if s.state != HALF_OPEN or s.probes.pop(probe_id, None) is None:
-            return None  # a stale probe: the breaker moved on without it
+        if s.state != HALF_OPEN:
+            return None  # the breaker moved on without it
+        # A probe that outlived its lease (a long task) still reports a real outcome: it
+        # counts while the breaker is half-open, or a slow dependency could never close it.
+        s.probes.pop(probe_id, None)
         if failed:
-            s.state, s.opened_at_ms, s.probes = OPEN, now_ms, {}
+            s.fail_counter += failed
+            s.state, s.opened_at_ms, s.probes, s.success_counter = OPEN, now_ms, {}, 0
             return (HALF_OPEN, OPEN)
         if ok:
-            s.state, s.buckets, s.probes = CLOSED, {}, {}
-            return (HALF_OPEN, CLOSED)
+            s.fail_counter = 0
+            s.success_counter += ok
+            if s.success_counter >= policy.success_threshold:
+                s.state, s.buckets, s.probes, s.success_counter = CLOSED, {}, {}, 0
+                return (HALF_OPEN, CLOSED)
         return None
     if s.state != CLOSED or not (ok or failed):
         return None  # late results of calls admitted before the breaker opened
+    if ok:
+        s.fail_counter = 0
+    s.fail_counter += failed
     bucket = now_ms // policy.bucket_ms
     counts = s.buckets.setdefault(bucket, [0, 0])
     counts[0] += ok
@@ -157,21 +186,28 @@ def record(
     floor = bucket - policy.window_buckets
     s.buckets = {b: c for b, c in s.buckets.items() if b > floor}
     calls, fails = s.window(policy, now_ms)
-    if should_open(policy, calls, fails):
-        s.state, s.opened_at_ms, s.buckets = OPEN, now_ms, {}
+    if should_open(policy, calls, fails, s.fail_counter):
+        s.state, s.opened_at_ms, s.buckets, s.success_counter = OPEN, now_ms, {}, 0
         return (CLOSED, OPEN)
     return None
 
 
+FORCEABLE = (CLOSED, OPEN, HALF_OPEN, FORCED_OPEN)
+
+
 def force(s: BreakerState, state: str, now_ms: int) -> tuple[str, str] | None:
-    """An operator's command: ``forced-open`` holds it open, ``closed`` resets it."""
+    """Set the state by hand, as pybreaker's ``open()``, ``half_open()`` and ``close()`` do:
+    ``open`` starts an open period now, ``half-open`` admits the next probe, ``closed``
+    resets every count; ``forced-open`` is an operator's hold that only ``closed`` ends."""
     old = s.state
-    if state == FORCED_OPEN:
-        s.state, s.opened_at_ms, s.probes = FORCED_OPEN, now_ms, {}
+    if state in (OPEN, FORCED_OPEN):
+        s.state, s.opened_at_ms, s.probes, s.success_counter = state, now_ms, {}, 0
+    elif state == HALF_OPEN:
+        s.state, s.probes, s.success_counter = HALF_OPEN, {}, 0
     elif state == CLOSED:
-        s.state, s.buckets, s.probes = CLOSED, {}, {}
+        s.state, s.buckets, s.probes, s.fail_counter, s.success_counter = CLOSED, {}, {}, 0, 0
     else:
-        raise ValueError(f"can force {FORCED_OPEN!r} or {CLOSED!r}, got {state!r}")
+        raise ValueError(f"state must be one of {', '.join(FORCEABLE)}, got {state!r}")
     return None if old == state else (old, state)
 
 
@@ -185,16 +221,27 @@ class Snapshot:
     failures: int
     half_open_at: float | None  # epoch seconds
     probes_total: int
+    fail_counter: int = 0
+    success_counter: int = 0
 
     @property
     def failure_rate(self) -> float:
         return self.failures / self.calls if self.calls else 0.0
 
 
+def wait_s(policy: BreakerPolicy, s: BreakerState, now_ms: int) -> float:
+    """How long a caller should stay away now: until the open period ends (0 otherwise)."""
+    if s.state != OPEN:
+        return 0.0
+    return max(0.0, (s.open_until_ms(policy) - now_ms) / 1000)
+
+
 def snapshot(name: str, policy: BreakerPolicy, s: BreakerState, now_ms: int) -> Snapshot:
     calls, fails = s.window(policy, now_ms)
     at = s.open_until_ms(policy) / 1000 if s.state == OPEN else None
-    return Snapshot(name, s.state, calls, fails, at, s.probes_total)
+    return Snapshot(
+        name, s.state, calls, fails, at, s.probes_total, s.fail_counter, s.success_counter
+    )
 
 
 def jitter_wait(wait_s: float, rnd: float, max_s: float, spread: float = 0.1) -> float:

@@ -12,8 +12,11 @@ configured rate still gets such pushes (``T = 0``).
 
 from __future__ import annotations
 
+import email.utils
+import math
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from proj.resilience.deferral import Deferral
@@ -69,6 +72,9 @@ class RateLimitWait(Deferral):
         self.name = name
         self.wait_s = wait_s
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.wait_s))
+
 
 @dataclass(frozen=True)
 class Reservation:
@@ -101,3 +107,26 @@ def push(tat_ms: float, until_ms: float, limit: RateLimit | None) -> float:
 def current_wait_ms(tat_ms: float, now_ms: float, limit: RateLimit | None) -> float:
     """How long a call arriving now would wait."""
     return reserve(tat_ms, now_ms, limit, float("inf")).wait_ms
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date (RFC 9110)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())

@@ -1,14 +1,19 @@
-"""Where rate limits live: Redis (``proj:rl:{name}``, one string each) or memory."""
+"""Where rate limits live: Redis (``proj:rl:{name}``, one string each) or memory; each with
+a synchronous and an asyncio API."""
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
+import redis
 import redis.asyncio as aioredis
 
 from proj import keys
 from proj.resilience import ratelimit as rules
+from proj.resilience.lua import Arg, LuaScript, text
 from proj.resilience.ratelimit import RateLimit, Reservation
 
 _NOW = """
@@ -58,11 +63,46 @@ return tostring(tat)
 )
 
 
+ACQUIRE_SCRIPT = LuaScript(ACQUIRE)
+PUSH_SCRIPT = LuaScript(PUSH)
+
+
 def _args(limit: RateLimit | None) -> tuple[float, float]:
     return (limit.interval_ms, limit.tolerance_ms) if limit else (0.0, 0.0)
 
 
+def _acquire_args(limit: RateLimit | None, max_wait_ms: float, now_ms: float | None) -> list[Arg]:
+    interval, tau = _args(limit)
+    return [now_ms or 0, repr(interval), repr(tau), 1, repr(max_wait_ms)]
+
+
+def _push_args(limit: RateLimit | None, wait_ms: float, now_ms: float | None) -> list[Arg]:
+    interval, tau = _args(limit)
+    return [now_ms or 0, repr(interval), repr(tau), repr(wait_ms)]
+
+
+def _reservation(reply: list[Any]) -> Reservation:
+    granted, wait = reply
+    return Reservation(bool(int(granted)), float(text(wait)), 0.0)
+
+
 class LimiterStore(Protocol):
+    """Where limits live (synchronous API)."""
+
+    def acquire(
+        self, name: str, limit: RateLimit | None, max_wait_ms: float, now_ms: float | None = None
+    ) -> Reservation: ...
+
+    def push(
+        self, name: str, limit: RateLimit | None, wait_ms: float, now_ms: float | None = None
+    ) -> float: ...
+
+    def wait_ms(self, name: str, limit: RateLimit | None, now_ms: float | None = None) -> float: ...
+
+
+class AsyncLimiterStore(Protocol):
+    """The same operations for asyncio callers."""
+
     async def acquire(
         self, name: str, limit: RateLimit | None, max_wait_ms: float, now_ms: float | None = None
     ) -> Reservation: ...
@@ -77,65 +117,115 @@ class LimiterStore(Protocol):
 
 
 class MemoryLimiterStore:
+    """In-process twin of the Redis store."""
+
     def __init__(self) -> None:
         self.tat: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     @staticmethod
     def _now(now_ms: float | None) -> float:
         return time.time() * 1000 if now_ms is None else now_ms
 
-    async def acquire(
+    def acquire(
         self, name: str, limit: RateLimit | None, max_wait_ms: float, now_ms: float | None = None
     ) -> Reservation:
-        r = rules.reserve(self.tat.get(name, 0.0), self._now(now_ms), limit, max_wait_ms)
-        if r.granted:
-            self.tat[name] = r.tat_ms
-        return r
+        with self._lock:
+            r = rules.reserve(self.tat.get(name, 0.0), self._now(now_ms), limit, max_wait_ms)
+            if r.granted:
+                self.tat[name] = r.tat_ms
+            return r
 
-    async def push(
+    def push(
         self, name: str, limit: RateLimit | None, wait_ms: float, now_ms: float | None = None
     ) -> float:
-        now = self._now(now_ms)
-        self.tat[name] = rules.push(self.tat.get(name, 0.0), now + wait_ms, limit)
-        return self.tat[name]
+        with self._lock:
+            now = self._now(now_ms)
+            self.tat[name] = rules.push(self.tat.get(name, 0.0), now + wait_ms, limit)
+            return self.tat[name]
 
-    async def wait_ms(
-        self, name: str, limit: RateLimit | None, now_ms: float | None = None
-    ) -> float:
+    def wait_ms(self, name: str, limit: RateLimit | None, now_ms: float | None = None) -> float:
         return rules.current_wait_ms(self.tat.get(name, 0.0), self._now(now_ms), limit)
 
 
-class RedisLimiterStore:
-    def __init__(self, client: aioredis.Redis) -> None:
-        self.client = client
-        self._acquire = client.register_script(ACQUIRE)
-        self._push = client.register_script(PUSH)
+class AsyncLimiterAdapter:
+    """A synchronous store behind the asyncio API (the memory twin, and tests)."""
+
+    def __init__(self, store: LimiterStore) -> None:
+        self.store = store
 
     async def acquire(
         self, name: str, limit: RateLimit | None, max_wait_ms: float, now_ms: float | None = None
     ) -> Reservation:
-        interval, tau = _args(limit)
-        granted, wait = await self._acquire(
-            keys=[keys.rate_limit(name)],
-            args=[now_ms or 0, repr(interval), repr(tau), 1, repr(max_wait_ms)],
-        )
-        return Reservation(bool(int(granted)), float(wait), 0.0)
+        return self.store.acquire(name, limit, max_wait_ms, now_ms)
 
     async def push(
         self, name: str, limit: RateLimit | None, wait_ms: float, now_ms: float | None = None
     ) -> float:
-        interval, tau = _args(limit)
-        tat = await self._push(
-            keys=[keys.rate_limit(name)],
-            args=[now_ms or 0, repr(interval), repr(tau), repr(wait_ms)],
-        )
-        return float(tat)
+        return self.store.push(name, limit, wait_ms, now_ms)
 
     async def wait_ms(
         self, name: str, limit: RateLimit | None, now_ms: float | None = None
     ) -> float:
-        raw = await self.client.get(keys.rate_limit(name))
-        if now_ms is None:
-            sec, usec = await self.client.time()
-            now_ms = sec * 1000 + usec / 1000
-        return rules.current_wait_ms(float(raw or 0), now_ms, limit)
+        return self.store.wait_ms(name, limit, now_ms)
+
+
+class RedisLimiterStore:
+    """Limits in Redis, one Lua script per step, on the server's clock."""
+
+    def __init__(self, client: redis.Redis | Callable[[], redis.Redis]) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> redis.Redis:
+        c = self._client
+        return c if isinstance(c, redis.Redis) else c()
+
+    def acquire(
+        self, name: str, limit: RateLimit | None, max_wait_ms: float, now_ms: float | None = None
+    ) -> Reservation:
+        args = _acquire_args(limit, max_wait_ms, now_ms)
+        return _reservation(ACQUIRE_SCRIPT.run(self.client, [keys.rate_limit(name)], args))
+
+    def push(
+        self, name: str, limit: RateLimit | None, wait_ms: float, now_ms: float | None = None
+    ) -> float:
+        args = _push_args(limit, wait_ms, now_ms)
+        return float(text(PUSH_SCRIPT.run(self.client, [keys.rate_limit(name)], args)))
+
+    def wait_ms(self, name: str, limit: RateLimit | None, now_ms: float | None = None) -> float:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(keys.rate_limit(name))
+        pipe.time()
+        raw, (sec, usec) = pipe.execute()
+        now = sec * 1000 + usec / 1000 if now_ms is None else now_ms
+        return rules.current_wait_ms(float(text(raw)) if raw else 0.0, now, limit)
+
+
+class AsyncRedisLimiterStore:
+    """:class:`RedisLimiterStore` for asyncio callers."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+
+    async def acquire(
+        self, name: str, limit: RateLimit | None, max_wait_ms: float, now_ms: float | None = None
+    ) -> Reservation:
+        args = _acquire_args(limit, max_wait_ms, now_ms)
+        return _reservation(await ACQUIRE_SCRIPT.arun(self.client, [keys.rate_limit(name)], args))
+
+    async def push(
+        self, name: str, limit: RateLimit | None, wait_ms: float, now_ms: float | None = None
+    ) -> float:
+        args = _push_args(limit, wait_ms, now_ms)
+        return float(text(await PUSH_SCRIPT.arun(self.client, [keys.rate_limit(name)], args)))
+
+    async def wait_ms(
+        self, name: str, limit: RateLimit | None, now_ms: float | None = None
+    ) -> float:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(keys.rate_limit(name))
+            pipe.time()
+            raw, (sec, usec) = await pipe.execute()
+        now = sec * 1000 + usec / 1000 if now_ms is None else now_ms
+        return rules.current_wait_ms(float(text(raw)) if raw else 0.0, now, limit)

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 from typing import Any
 
 import httpx
 
+from proj.sim.config import ADMIN_KEY_ENV, ADMIN_KEY_HEADER
+
+#: The admin key of every simulator :func:`start_sim` started in this process, by base URL.
+_started_keys: dict[str, str] = {}
+
 
 class SimAdmin:
-    def __init__(self, base_url: str) -> None:
+    """The admin API of the simulator at ``base_url``, with its admin key (by default the one
+    :func:`start_sim` gave the simulator it started there)."""
+
+    def __init__(self, base_url: str, admin_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=10.0)
+        key = admin_key or _started_keys.get(self.base_url)
+        headers = {ADMIN_KEY_HEADER: key} if key else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=10.0, headers=headers)
 
     def configure(self, patch: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
         """Apply a partial configuration (or replace it whole)."""
@@ -59,14 +71,19 @@ def sim_argv(
 def start_sim(
     log_path: Any = None, *, env: dict[str, str] | None = None, require_key_env: str | None = None
 ) -> tuple[Any, str]:
-    """Start the simulator in its own process on a free port; returns (process, base URL)."""
+    """Start the simulator in its own process on a free port; returns (process, base URL).
+    Its admin key is ``SIM_ADMIN_KEY`` of ``env`` or a new one; :class:`SimAdmin` finds it."""
     from proj.stack.procs import ManagedProcess, free_port, wait_for
 
+    env = dict(os.environ if env is None else env)
+    admin_key = env.get(ADMIN_KEY_ENV) or secrets.token_urlsafe(24)
+    env[ADMIN_KEY_ENV] = admin_key
     port = free_port()
     proc = ManagedProcess(
         "sim", sim_argv(port, require_key_env=require_key_env), env=env, log_path=log_path
     ).start()
     url = f"http://127.0.0.1:{port}"
+    _started_keys[url] = admin_key
     admin = SimAdmin(url)
     try:
 

@@ -19,6 +19,11 @@ ROUTES = ("chat", "company", "person", "source")
 Outcome = Literal["ok", "error", "rate_limited", "outage", "malformed", "timeout"]
 OUTCOMES: tuple[Outcome, ...] = ("ok", "error", "rate_limited", "outage", "malformed", "timeout")
 
+#: The header every ``/admin/`` call carries the admin key in, and the variable the server
+#: reads the key from (``proj sim`` makes one up and prints it when the variable is unset).
+ADMIN_KEY_HEADER = "X-Admin-Key"
+ADMIN_KEY_ENV = "SIM_ADMIN_KEY"
+
 
 class Outage(BaseModel):
     """The route answers ``status`` from ``start_s`` for ``duration_s`` seconds after the

@@ -75,9 +75,23 @@ def source(name: str) -> dict[str, Any]:
     }
 
 
+def message_text(message: dict[str, Any]) -> str:
+    """The text of a chat message: its content string, or the text parts of a content list."""
+    content = message.get("content")
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return str(content)
+
+
 def chat_content(messages: list[dict[str, Any]]) -> str:
     """A JSON object answering every analysis proj asks for, derived from the prompt."""
-    text = " ".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
+    text = " ".join(message_text(m) for m in messages if m.get("role") == "user")
     h = _h("chat", text)
     words = text.split()
     entities = []
@@ -105,6 +119,34 @@ def chat_content(messages: list[dict[str, Any]]) -> str:
             "complexity": "complex" if len(text) >= 1200 else "simple",
         }
     )
+
+
+def stream_pieces(text: str) -> list[str]:
+    """``text`` cut into word-sized pieces for a streamed answer; they join back to ``text``."""
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+# (id, created): the models ``GET /v1/models`` lists; chat accepts any model name.
+MODELS: tuple[tuple[str, int], ...] = (
+    ("gpt-4o-mini", 1721172741),
+    ("gpt-4o", 1715367049),
+    ("gpt-4.1-mini", 1744318173),
+    ("gpt-4.1", 1744316542),
+)
+MODEL_OWNER = "proj-sim"
+
+
+def model(model_id: str) -> dict[str, Any] | None:
+    """One model in OpenAI's format, or None when the simulator does not list it."""
+    for mid, created in MODELS:
+        if mid == model_id:
+            return {"id": mid, "object": "model", "created": created, "owned_by": MODEL_OWNER}
+    return None
+
+
+def models() -> dict[str, Any]:
+    """The model list in OpenAI's format."""
+    return {"object": "list", "data": [model(mid) for mid, _ in MODELS]}
 
 
 def tokens(text: str) -> int:

@@ -1,15 +1,24 @@
 """The simulated provider's HTTP server (aiohttp), with an admin API and request counters.
 
 Endpoints:
-  POST /v1/chat/completions         OpenAI-compatible chat completion (route ``chat``)
+  POST /v1/chat/completions         OpenAI-compatible chat completion (route ``chat``); with
+                                    ``"stream": true`` OpenAI's server-sent events (chunks, an
+                                    optional usage chunk, ``data: [DONE]``). A body that is not
+                                    a JSON object, or lacks ``model`` or ``messages``, gets a 400
+                                    in OpenAI's error format, counted as ``bad_request``.
+  GET  /v1/models, GET /v1/models/{id}   the simulated models in OpenAI's format (no route:
+                                    always answers, but takes the key like the routes below)
   GET  /v1/companies/{domain}       company lookup (route ``company``)
   GET  /v1/people/{email}           person lookup (route ``person``)
   GET  /v1/sources/{name}           one source for multi-source aggregation (route ``source``)
   GET  /admin/config, POST /admin/config (partial update), POST /admin/reset, GET /admin/stats,
-  GET  /admin/arrivals?route=R (wall-clock times of the last 200,000 requests)
+  GET  /admin/arrivals?route=R (wall-clock times of the last 200,000 requests); every admin
+                                    call takes the admin key in ``X-Admin-Key`` (401 without)
   GET  /healthz
 
 Any route takes ``?delay_ms=N`` to pin the latency of that one request (for ordering tests).
+A streamed answer sends its first chunk after 80% of the latency and spreads the rest over
+the content chunks; the request stays in flight until its last chunk (or the caller hangs up).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import email.utils
+import hmac
 import json
 import random
 import time
@@ -27,7 +37,7 @@ import pydantic
 from aiohttp import web
 
 from proj.sim import fake
-from proj.sim.config import OUTCOMES, ROUTES, Decision, SimConfig, decide
+from proj.sim.config import ADMIN_KEY_HEADER, OUTCOMES, ROUTES, Decision, SimConfig, decide
 
 _TIMELINE_KEEP_S = 900
 
@@ -35,8 +45,13 @@ _TIMELINE_KEEP_S = 900
 class SimState:
     """Configuration and counters, shared by all requests of one server process."""
 
-    def __init__(self, config: SimConfig | None = None, api_key: str | None = None) -> None:
+    def __init__(
+        self, config: SimConfig | None = None, api_key: str | None = None, *, admin_key: str
+    ) -> None:
+        if not admin_key:
+            raise ValueError("the simulator's admin key must not be empty")
         self.api_key = api_key
+        self.admin_key = admin_key
         self.apply(config or SimConfig())
         # A gauge, not a counter: a reset must not forget the requests in flight, or the
         # concurrent capacity is off by what was in flight when it happened.
@@ -59,6 +74,8 @@ class SimState:
             r: collections.Counter() for r in ROUTES
         }
         self.unauthorized = 0
+        # Requests refused with a 400 before the route's simulation: not outcomes.
+        self.bad_request = dict.fromkeys(ROUTES, 0)
         self.arrival_log: dict[str, collections.deque[float]] = {
             r: collections.deque(maxlen=200_000) for r in ROUTES
         }
@@ -98,6 +115,7 @@ class SimState:
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "unauthorized": self.unauthorized,
+            "bad_request": self.bad_request,
         }
         if timeline:
             out["timeline"] = {
@@ -117,7 +135,59 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response(body, status=status, headers=headers)
 
 
+class BadRequest(Exception):
+    """A request the provider refuses as invalid (400), before any simulated behaviour."""
+
+    def __init__(self, message: str, param: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def response(self) -> web.Response:
+        body = {
+            "error": {
+                "message": self.message,
+                "type": "invalid_request_error",
+                "param": self.param,
+                "code": None,
+            }
+        }
+        return web.json_response(body, status=400)
+
+
+def _authorized(state: SimState, request: web.Request) -> bool:
+    if state.api_key is None:
+        return True
+    return request.headers.get("Authorization") == f"Bearer {state.api_key}"
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Parse = Callable[[web.Request], Awaitable[Any]]
+Streamer = Callable[[web.Request, Any, float], Awaitable[web.StreamResponse]]
+
+
+def _admin(state: SimState, handler: Handler) -> Handler:
+    """``handler`` for callers with the admin key only: the admin API reconfigures the
+    provider and reads its traffic."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        given = request.headers.get(ADMIN_KEY_HEADER, "").encode()
+        if not hmac.compare_digest(given, state.admin_key.encode()):
+            return _error(401, f"the admin API takes the admin key in {ADMIN_KEY_HEADER}")
+        return await handler(request)
+
+    return guarded
+
+
+async def _json_body(request: web.Request) -> Any:
+    """The body parsed as JSON, or None when there is none (the GET routes)."""
+    if not request.can_read_body:
+        return None
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as err:
+        raise BadRequest(f"the request body is not valid JSON: {err}", "body") from None
 
 
 def _route(
@@ -125,14 +195,23 @@ def _route(
     route: str,
     key_of: Callable[[web.Request, Any], str],
     answer: Callable[[web.Request, Any], Any],
+    *,
+    parse: Parse = _json_body,
+    streamer: Streamer | None = None,
 ) -> Handler:
+    """A simulated route. ``parse`` reads the body (raising :class:`BadRequest`); with a
+    ``streamer``, a body with ``"stream": true`` gets a good answer as an event stream."""
+
     async def handler(request: web.Request) -> web.StreamResponse:
-        authorized = request.headers.get("Authorization") == f"Bearer {state.api_key}"
         # Sources are public URLs: only the provider's own routes take the key.
-        if state.api_key is not None and route != "source" and not authorized:
+        if route != "source" and not _authorized(state, request):
             state.unauthorized += 1
             return _error(401, "invalid api key")
-        body = await request.json() if request.can_read_body else None
+        try:
+            body = await parse(request)
+        except BadRequest as err:
+            state.bad_request[route] += 1
+            return err.response()
         decision = state.admit(route, key_of(request, body))
         cfg = state.config.route(route)
         if decision.outcome == "rate_limited":
@@ -145,7 +224,11 @@ def _route(
         delay = decision.delay_s
         if "delay_ms" in request.query and decision.outcome in ("ok", "error", "malformed"):
             delay = float(request.query["delay_ms"]) / 1000.0  # a test pins this request's latency
+        streaming = streamer is not None and isinstance(body, dict) and body.get("stream") is True
         try:
+            # A stream is in flight until its last chunk; a hang-up cancels this handler.
+            if streamer is not None and streaming and decision.outcome in ("ok", "timeout"):
+                return await streamer(request, body, delay)
             if delay > 0:
                 await asyncio.sleep(delay)
         finally:
@@ -153,6 +236,10 @@ def _route(
         if decision.outcome == "error":
             return _error(decision.status, "simulated server error")
         if decision.outcome == "malformed":
+            if streaming:
+                return web.Response(
+                    text="data: <html>502 upstream garbage\n\n", content_type="text/event-stream"
+                )
             return web.Response(text="<html>502 upstream garbage", content_type="application/json")
         return web.json_response(answer(request, body))
 
@@ -163,10 +250,54 @@ def _chat_key(_: web.Request, body: Any) -> str:
     return json.dumps(body.get("messages", []) if isinstance(body, dict) else [], sort_keys=True)
 
 
+_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+
+async def _chat_body(request: web.Request) -> dict[str, Any]:
+    """The chat request, checked as OpenAI checks it; :class:`BadRequest` names the field."""
+    body = await _json_body(request)
+    if body is None:
+        raise BadRequest("the request body is missing: expected a JSON object", "body")
+    if not isinstance(body, dict):
+        kind = type(body).__name__
+        raise BadRequest(f"the request body must be a JSON object, not {kind}", "body")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("you must provide a model parameter ('model')", "model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        what = "missing" if messages is None else "empty or not a list"
+        raise BadRequest(f"'messages' is {what}: expected a non-empty list", "messages")
+    for i, m in enumerate(messages):
+        where = f"messages.[{i}]"
+        if not isinstance(m, dict):
+            raise BadRequest(f"'{where}' must be an object with role and content", where)
+        role = m.get("role")
+        if role not in _ROLES:
+            raise BadRequest(f"'{where}.role' must be one of {', '.join(_ROLES)}", f"{where}.role")
+        content = m.get("content")
+        if "content" not in m and role != "assistant":
+            raise BadRequest(f"missing required parameter '{where}.content'", f"{where}.content")
+        if not isinstance(content, str | list) and not (content is None and role == "assistant"):
+            raise BadRequest(f"'{where}.content' must be a string or a list", f"{where}.content")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise BadRequest("'stream' must be a boolean", "stream")
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise BadRequest("'stream_options' must be an object", "stream_options")
+        if stream is not True:
+            raise BadRequest(
+                "'stream_options' is only allowed when 'stream' is enabled", "stream_options"
+            )
+    return body
+
+
 def _chat_answer(_: web.Request, body: Any) -> dict[str, Any]:
     messages = body.get("messages", []) if isinstance(body, dict) else []
     content = fake.chat_content(messages)
-    prompt_tokens = sum(fake.tokens(str(m.get("content", ""))) for m in messages)
+    prompt_tokens = sum(fake.tokens(fake.message_text(m)) for m in messages)
     completion_tokens = fake.tokens(content)
     return {
         "id": "chatcmpl-sim",
@@ -186,6 +317,58 @@ def _chat_answer(_: web.Request, body: Any) -> dict[str, Any]:
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+
+
+_FIRST_CHUNK_SHARE = 0.8  # of the latency, before the first chunk (time to first token)
+
+
+async def _chat_stream(request: web.Request, body: Any, delay: float) -> web.StreamResponse:
+    """The chat answer as OpenAI's server-sent events; the deltas join to the plain answer."""
+    answer = _chat_answer(request, body)
+    pieces = fake.stream_pieces(answer["choices"][0]["message"]["content"])
+    options = body.get("stream_options") or {}
+    include_usage = bool(options.get("include_usage"))
+    base = {k: answer[k] for k in ("id", "created", "model")}
+
+    def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        c: dict[str, Any] = {
+            **base,
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if include_usage:
+            c["usage"] = None
+        return c
+
+    first_wait = delay * _FIRST_CHUNK_SHARE
+    gap = (delay - first_wait) / max(1, len(pieces))
+    if first_wait > 0:
+        await asyncio.sleep(first_wait)
+    response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
+    response.content_type = "text/event-stream"
+    response.charset = "utf-8"
+
+    async def send(data: dict[str, Any]) -> None:
+        await response.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+
+    try:
+        await response.prepare(request)
+        await send(chunk({"role": "assistant", "content": ""}, None))
+        for i, piece in enumerate(pieces):
+            if gap > 0:
+                await asyncio.sleep(gap)
+            await send(chunk({"content": piece}, "stop" if i == len(pieces) - 1 else None))
+        if not pieces:
+            await send(chunk({}, "stop"))
+        if include_usage:
+            await send(
+                {**base, "object": "chat.completion.chunk", "choices": [], "usage": answer["usage"]}
+            )
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the caller hung up mid-stream; the handler's finally drops the gauge
+    return response
 
 
 def make_app(state: SimState) -> web.Application:
@@ -226,7 +409,36 @@ def make_app(state: SimState) -> web.Application:
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
-    app.router.add_post("/v1/chat/completions", _route(state, "chat", _chat_key, _chat_answer))
+    async def list_models(request: web.Request) -> web.Response:
+        if not _authorized(state, request):
+            state.unauthorized += 1
+            return _error(401, "invalid api key")
+        return web.json_response(fake.models())
+
+    async def get_model(request: web.Request) -> web.Response:
+        if not _authorized(state, request):
+            state.unauthorized += 1
+            return _error(401, "invalid api key")
+        model_id = request.match_info["model"]
+        found = fake.model(model_id)
+        if found is None:
+            body = {
+                "error": {
+                    "message": f"The model '{model_id}' does not exist",
+                    "type": "invalid_request_error",
+                    "param": "model",
+                    "code": "model_not_found",
+                }
+            }
+            return web.json_response(body, status=404)
+        return web.json_response(found)
+
+    app.router.add_post(
+        "/v1/chat/completions",
+        _route(state, "chat", _chat_key, _chat_answer, parse=_chat_body, streamer=_chat_stream),
+    )
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_get(
         "/v1/companies/{domain}",
         _route(
@@ -254,11 +466,11 @@ def make_app(state: SimState) -> web.Application:
             lambda r, _: fake.source(r.match_info["name"]),
         ),
     )
-    app.router.add_get("/admin/config", get_config)
-    app.router.add_post("/admin/config", post_config)
-    app.router.add_post("/admin/reset", reset)
-    app.router.add_get("/admin/stats", stats)
-    app.router.add_get("/admin/arrivals", arrivals)
+    app.router.add_get("/admin/config", _admin(state, get_config))
+    app.router.add_post("/admin/config", _admin(state, post_config))
+    app.router.add_post("/admin/reset", _admin(state, reset))
+    app.router.add_get("/admin/stats", _admin(state, stats))
+    app.router.add_get("/admin/arrivals", _admin(state, arrivals))
     app.router.add_get("/healthz", health)
     return app
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from proj.errors import StackError
+from proj.files import PRIVATE_UMASK, open_private
 
 _PR_SET_PDEATHSIG = 1
 
@@ -45,6 +46,7 @@ class ManagedProcess:
         log_path: Path | None = None,
         cwd: Path | None = None,
         die_with_parent: bool = True,
+        stdin_data: bytes | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -52,6 +54,9 @@ class ManagedProcess:
         self.log_path = log_path
         self.cwd = cwd
         self.die_with_parent = die_with_parent
+        # Written to the child's stdin, then closed: a secret passed this way is in neither
+        # argv (``ps``) nor a file.
+        self.stdin_data = stdin_data
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -63,19 +68,22 @@ class ManagedProcess:
     def start(self) -> ManagedProcess:
         out: int | object = subprocess.DEVNULL
         if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            out = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+            out = os.fdopen(open_private(self.log_path), "ab")  # closed in stop()
         self._log = out
         self.proc = subprocess.Popen(
             self.argv,
             env=self.env,
             cwd=self.cwd,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if self.stdin_data is None else subprocess.PIPE,
             stdout=out,  # type: ignore[arg-type]
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_die_with_parent if self.die_with_parent else None,
+            umask=PRIVATE_UMASK,  # what the child creates (Redis data, SQLite) is 0600
         )
+        if self.proc.stdin is not None:
+            with contextlib.suppress(BrokenPipeError), self.proc.stdin:
+                self.proc.stdin.write(self.stdin_data or b"")
         return self
 
     def alive(self) -> bool:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import redis
 
 from proj.errors import ConfigError, StackError
+from proj.files import private_dir
 from proj.stack.procs import ManagedProcess, free_port, wait_for
+
+_URL_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def embedded_redis_server() -> Path:
@@ -42,7 +46,9 @@ def find_redis_server(choice: str = "auto") -> Path:
 
 
 class RedisServer:
-    """A redis-server process: append-only file on, ``noeviction``, data in ``data_dir``."""
+    """A redis-server process: append-only file on, ``noeviction``, data in ``data_dir``
+    (0700, its files 0600). With a ``password``, clients must authenticate; the password
+    reaches the server on its stdin, so it is in neither its argv nor a file."""
 
     def __init__(
         self,
@@ -51,20 +57,30 @@ class RedisServer:
         binary: Path | None = None,
         port: int | None = None,
         appendonly: bool = True,
+        password: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.binary = binary or find_redis_server()
         self.port = port or free_port()
         self.appendonly = appendonly
+        if password is not None and not _URL_SAFE.fullmatch(password):
+            # It goes into a URL and a configuration line as it is.
+            raise ConfigError("a Redis password must be letters, digits, '-' and '_' only")
+        self.password = password
         self.process: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The URL clients connect with (the password in it, when there is one)."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def argv(self) -> list[str]:
+        # "-" first: redis-server reads configuration from stdin (the password), then argv.
+        stdin = ["-"] if self.password else []
         return [
             str(self.binary),
+            *stdin,
             "--port",
             str(self.port),
             "--bind",
@@ -88,13 +104,18 @@ class RedisServer:
         ]
 
     def start(self, timeout_s: float = 15.0) -> RedisServer:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
+        config = f"requirepass {self.password}\n".encode() if self.password else None
         self.process = ManagedProcess(
-            "redis", self.argv(), log_path=self.data_dir / "redis.log"
+            "redis", self.argv(), log_path=self.data_dir / "redis.log", stdin_data=config
         ).start()
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         try:
-            wait_for(lambda: self._ping(client), timeout_s=timeout_s, what=f"redis on {self.url}")
+            wait_for(
+                lambda: self._ping(client),
+                timeout_s=timeout_s,
+                what=f"redis on 127.0.0.1:{self.port}",
+            )
         except StackError:
             tail = self.process.log_tail()
             self.process.stop()

@@ -2,20 +2,26 @@
 PROVIDER_BASE_URL is set), an urgent worker, a bulk worker and Flower.
 
 Every process runs in its own process group and dies with proj (PR_SET_PDEATHSIG on Linux);
-:meth:`Stack.stop` ends them all, pool children included.
+:meth:`Stack.stop` ends them all, pool children included. Redis gets a generated password
+and the simulator's admin API a generated key; Flower's password and the simulator's API key
+are generated unless configured. Children get them in their environment, never in argv. The
+state directory is 0700 and what the children write in it 0600 (:mod:`proj.files`).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from proj.errors import StackError
+from proj.files import private_dir
 from proj.settings import Settings
 from proj.sim.admin import SimAdmin, sim_argv
+from proj.sim.config import ADMIN_KEY_ENV
 from proj.stack.procs import ManagedProcess, free_port, wait_for
 from proj.stack.redis_server import RedisServer, find_redis_server
 
@@ -99,6 +105,7 @@ class StackInfo:
     workers: list[str]
     log_dir: Path
     sim_url: str | None = None
+    sim_admin_key: str | None = None
 
 
 class Stack:
@@ -136,22 +143,37 @@ class Stack:
 
     def _start(self) -> StackInfo:
         env = dict(self.base_env)
+        private_dir(self.state_dir)
         if self.settings.redis_url_is_explicit:
             redis_url = self.settings.redis_url
         else:
             self.redis = RedisServer(
-                self.state_dir / "redis", binary=find_redis_server(self.settings.redis_server)
+                self.state_dir / "redis",
+                binary=find_redis_server(self.settings.redis_server),
+                password=secrets.token_urlsafe(24),
             ).start()
             redis_url = self.redis.url
             env["REDIS_URL"] = redis_url
         env.setdefault("PYTHONUNBUFFERED", "1")
         env["PROJ_STATE_DIR"] = str(self.state_dir)
-        sim_url = None
+        sim_url = admin_key = None
         if self.with_sim:
             port = self.settings.sim_port or free_port()
-            self._spawn("sim", sim_argv(port), env)
+            # Only the simulator gets its admin key; it needs no Redis.
+            admin_key = env.get(ADMIN_KEY_ENV) or secrets.token_urlsafe(24)
+            sim_env = {k: v for k, v in env.items() if k != "REDIS_URL"}
+            sim_env[ADMIN_KEY_ENV] = admin_key
+            require = None
+            if self.settings.provider_base_url is None:
+                # The simulator stands in for the provider, key and all: workers send the key
+                # the simulator requires, as they would to a real provider.
+                key = env.get("PROVIDER_API_KEY") or "sk-sim-" + secrets.token_urlsafe(16)
+                env["PROVIDER_API_KEY"] = key
+                sim_env["SIM_API_KEY"] = key
+                require = "SIM_API_KEY"
+            self._spawn("sim", sim_argv(port, require_key_env=require), sim_env)
             sim_url = f"http://127.0.0.1:{port}"
-            admin = SimAdmin(sim_url)
+            admin = SimAdmin(sim_url, admin_key)
             try:
                 wait_for(
                     lambda: self._check_alive() and admin.healthy(),
@@ -192,7 +214,14 @@ class Stack:
                 interval_s=0.2,
             )
         self.info = StackInfo(
-            redis_url, flower_url, user, password, names, self.log_dir, sim_url=sim_url
+            redis_url,
+            flower_url,
+            user,
+            password,
+            names,
+            self.log_dir,
+            sim_url=sim_url,
+            sim_admin_key=admin_key,
         )
         return self.info
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from proj.app import app
-from proj.provider import runtime
+from proj.provider import lookups, runtime
 from proj.settings import get_settings
 
 
@@ -20,13 +20,13 @@ def _limit() -> float:
 @app.task(name="proj.calls.company")
 def company(domain: str) -> dict[str, Any]:
     """Company profile by domain (the lookup API)."""
-    return dict(runtime.run(lambda p: p.company.get_json(f"/v1/companies/{domain}"), _limit()))
+    return runtime.run(lambda p: lookups.company(p, domain), _limit())
 
 
 @app.task(name="proj.calls.person")
 def person(email: str) -> dict[str, Any]:
     """Person profile by email (the lookup API)."""
-    return dict(runtime.run(lambda p: p.person.get_json(f"/v1/people/{email}"), _limit()))
+    return runtime.run(lambda p: lookups.person(p, email), _limit())
 
 
 @app.task(name="proj.calls.chat")

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 
@@ -46,3 +51,24 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def proj_exe() -> str:
+    """The ``proj`` command of this environment."""
+    exe = Path(sys.executable).parent / "proj"
+    return str(exe) if exe.exists() else shutil.which("proj") or "proj"
+
+
+def read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float) -> str:
+    """Collect the output of ``proc`` until ``marker`` appears (a thread reads the pipe)."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()  # type: ignore[arg-type]
+    deadline = time.monotonic() + timeout_s
+    while marker not in "".join(lines):
+        if proc.poll() is not None:
+            raise AssertionError(f"proj up exited {proc.returncode}:\n{''.join(lines)}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {marker!r} after {timeout_s}s:\n{''.join(lines)}")
+        time.sleep(0.1)
+    return "".join(lines)

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -16,27 +13,7 @@ import httpx
 import pytest
 
 from proj.stack.redis_server import embedded_redis_server
-from tests.e2e.conftest import alive, clean_env, descendants
-
-
-def _proj() -> str:
-    exe = Path(sys.executable).parent / "proj"
-    return str(exe) if exe.exists() else shutil.which("proj") or "proj"
-
-
-def _read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float) -> str:
-    """Collect the output of ``proc`` until ``marker`` appears (a thread reads the pipe)."""
-    assert proc.stdout is not None
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()  # type: ignore[arg-type]
-    deadline = time.monotonic() + timeout_s
-    while marker not in "".join(lines):
-        if proc.poll() is not None:
-            raise AssertionError(f"proj up exited {proc.returncode}:\n{''.join(lines)}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {marker!r} after {timeout_s}s:\n{''.join(lines)}")
-        time.sleep(0.1)
-    return "".join(lines)
+from tests.e2e.conftest import alive, clean_env, descendants, proj_exe, read_until
 
 
 @pytest.mark.slow
@@ -49,10 +26,10 @@ def test_up_on_embedded_redis_then_sigterm_leaves_no_process(tmp_path: Path) -> 
         FLOWER_BASIC_AUTH="ops:correct-horse",
     )
     proc = subprocess.Popen(
-        [_proj(), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [proj_exe(), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        out = _read_until(proc, "press Ctrl-C", timeout_s=90)
+        out = read_until(proc, "press Ctrl-C", timeout_s=90)
         flower = re.search(r"flower\s+(http://\S+)", out)
         assert flower, out
         assert "correct-horse" in out  # printed once for the operator, never in argv

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import itertools
 import json
+import re
 import time
 
 import redis as redis_lib
@@ -85,7 +86,11 @@ def test_adaptive_worker_settles_near_the_provider_capacity(
     assert abs(pool["max-concurrency"] - int(_status(redis_client, node)["limit"])) <= 1
     assert 2 <= len(pool["processes"]) <= 100
     logs = (workers.log_dir / "adaptive.log").read_text()
-    assert "concurrency 5 -> 10: success 100.0% > 95% and work waiting" in logs
+    assert re.search(
+        r"concurrency 5 -> 10: success 100\.0% of \d+ calls > 95%, 5 of 5 busy and work "
+        r"waiting: doubling \(slow start\)",
+        logs,
+    )
     assert "WorkerLostError" not in logs  # no shrink ended a process that had a job
 
 

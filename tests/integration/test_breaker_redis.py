@@ -12,19 +12,28 @@ import redis as redis_lib
 import redis.asyncio as aioredis
 
 from proj.resilience.breaker import BreakerPolicy
-from proj.resilience.breaker_store import RedisBreakerStore
+from proj.resilience.breaker_store import AsyncAdapter, AsyncRedisBreakerStore, RedisBreakerStore
 from tests.breaker_scenarios import SCENARIOS, Scenario
 
 
+@pytest.mark.parametrize("api", ["asyncio", "sync", "sync-decoded"])
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
-def test_breaker_rule_redis(scenario: Scenario, redis_client: redis_lib.Redis) -> None:
+def test_breaker_rule_redis(scenario: Scenario, api: str, redis_client: redis_lib.Redis) -> None:
     url = redis_client.connection_pool.connection_kwargs
     dsn = f"redis://{url['host']}:{url['port']}/{url.get('db', 0)}"
+    name = f"dep-{uuid.uuid4().hex[:8]}"
 
     async def main() -> None:
+        if api.startswith("sync"):
+            sync = redis_lib.Redis.from_url(dsn, decode_responses=api == "sync-decoded")
+            try:
+                await scenario(AsyncAdapter(RedisBreakerStore(sync)), name)
+            finally:
+                sync.close()
+            return
         client = aioredis.Redis.from_url(dsn)
         try:
-            await scenario(RedisBreakerStore(client), f"dep-{uuid.uuid4().hex[:8]}")
+            await scenario(AsyncRedisBreakerStore(client), name)
         finally:
             await client.aclose()
 
@@ -39,7 +48,7 @@ def _race(dsn: str, name: str, start: float, out: mp.Queue) -> None:  # type: ig
         import time
 
         client = aioredis.Redis.from_url(dsn)
-        store = RedisBreakerStore(client)
+        store = AsyncRedisBreakerStore(client)
         while time.time() < start:
             await asyncio.sleep(0.001)
         probes = 0
@@ -61,7 +70,7 @@ def test_two_workers_cannot_both_probe_in_one_half_open_period(
 
     async def open_it() -> None:
         client = aioredis.Redis.from_url(dsn)
-        await RedisBreakerStore(client).record(name, POLICY, failed=1)
+        await AsyncRedisBreakerStore(client).record(name, POLICY, failed=1)
         await client.aclose()
 
     asyncio.run(open_it())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import redis as redis_lib
 from kombu import Connection, Exchange
 
+from proj import keys
 from proj.tasks.demo import work
 from tests.support import WorkerPool, wait_until
 
@@ -54,17 +56,15 @@ def test_pickle_message_is_rejected_and_never_runs(
             headers={"lang": "py", "task": "proj.work", "id": task_id, "argsrepr": "()"},
         )
     wait_until(
-        lambda: (
-            "ContentDisallowed" in worker.log_tail(200) or "refused" in worker.log_tail(200).lower()
-        ),
-        20,
-        "the worker to refuse the message",
+        lambda: "is not accepted" in worker.log_tail(200), 20, "the worker to refuse the message"
     )
     time.sleep(0.5)
     assert not marker.exists(), "pickle payload was deserialised"
     assert work.AsyncResult(task_id).state == "PENDING", "the task must never run"
-    # The refused message is dropped, not redelivered forever.
+    # The refused message is off its queue, kept raw in the quarantine, not redelivered forever.
     assert redis_client.llen("bulk") == 0
+    (entry,) = [json.loads(v) for v in redis_client.hvals(keys.QUARANTINE)]
+    assert entry["kind"] == "content" and entry["task_id"] == task_id
 
 
 def test_prefork_child_killed_mid_task_is_requeued_and_completes(

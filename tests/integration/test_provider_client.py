@@ -4,12 +4,14 @@ Retry-After forms, usage and cost."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
+from proj.dependencies import Dependency
 from proj.provider import (
     MalformedResponse,
     PermanentError,
@@ -18,23 +20,29 @@ from proj.provider import (
     ProviderTimeout,
     RateLimited,
 )
-from proj.provider.client import ProviderClient, make_http_client
+from proj.provider.client import ProviderClient, guarded_client, make_transport
 from proj.settings import DEFAULT_PRICES
 from proj.sim.admin import SimAdmin
 from proj.stack.procs import free_port
 from tests.integration.conftest import API_KEY
 
 
+@pytest.fixture(autouse=True)
+def _shared_state(redis_client: object) -> None:
+    """The guarded client keeps its breaker and limit in the session's Redis."""
+
+
 def _run(base: str, fn: Callable[[ProviderClient], Awaitable[Any]], key: str = API_KEY) -> Any:
     async def main() -> Any:
-        http = make_http_client(max_connections=10, connect_timeout_s=2)
+        transport = make_transport(max_connections=10)
+        dep = Dependency(name=f"ai-{uuid.uuid4().hex[:6]}", base_url=base, api_key=SecretStr(key),
+                         timeout_s=2)  # fmt: skip
+        client = guarded_client(dep, transport, connect_timeout_s=2, prices=DEFAULT_PRICES)
         try:
-            client = ProviderClient(
-                "ai", base, http, api_key=SecretStr(key), timeout_s=2, prices=DEFAULT_PRICES
-            )
             return await fn(client)
         finally:
-            await http.aclose()
+            await client.aclose()
+            await transport.aclose()
 
     return asyncio.run(main())
 
@@ -50,7 +58,11 @@ def test_client_chat_records_model_tokens_and_cost(sim: SimAdmin) -> None:
     expected = (result.usage.prompt_tokens * 0.15 + result.usage.completion_tokens * 0.60) / 1e6
     assert result.usage.cost_usd == pytest.approx(expected)
     assert "Acme" in result.json()["entities"]
-    assert "sk-" not in repr(ProviderClient("ai", "http://x", None, api_key=SecretStr(API_KEY)))  # type: ignore[arg-type]
+    assert "sk-" not in repr(_run(sim.base_url, lambda c: _echo(c)))
+
+
+async def _echo(c: ProviderClient) -> ProviderClient:
+    return c
 
 
 @pytest.mark.parametrize("fmt", ["seconds", "http-date"])
@@ -115,12 +127,12 @@ def test_warm_up_prepares_the_session_and_connections_the_first_call_uses(
     try:
         rt = runtime.get_runtime()
         rt.warm_up()
-        session = rt.providers.http._transport.client  # type: ignore[attr-defined]
+        session = rt.providers.transport.client  # type: ignore[attr-defined]
         assert isinstance(session, aiohttp.ClientSession) and not session.closed
         assert set(rt.providers._clients) == {"ai", "company", "person"}
         assert sim.stats()["totals"]["company"] == 0
         rt.run(lambda p: p.company.get_json("/v1/companies/warm.com"))
-        assert rt.providers.http._transport.client is session  # type: ignore[attr-defined]
+        assert rt.providers.transport.client is session  # type: ignore[attr-defined]
     finally:
         runtime.reset_runtime()
         monkeypatch.undo()

@@ -6,24 +6,31 @@ import asyncio
 
 import pytest
 
-from proj.provider.errors import PermanentError, ProviderServerError, ProviderTimeout, RateLimited
+from proj.guard.breaker import Breaker
+from proj.guard.http import classify_status
 from proj.resilience.breaker import OPEN, BreakerOpen, BreakerPolicy, jitter_wait
-from proj.resilience.breaker_client import Breaker, classify
-from proj.resilience.breaker_store import MemoryBreakerStore
+from proj.resilience.breaker_store import AsyncAdapter, MemoryBreakerStore
 from tests.breaker_scenarios import SCENARIOS, Scenario
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
 def test_breaker_rule_memory(scenario: Scenario) -> None:
-    asyncio.run(scenario(MemoryBreakerStore(), "dep"))
+    asyncio.run(scenario(AsyncAdapter(MemoryBreakerStore()), "dep"))
 
 
-def test_classify_what_counts() -> None:
-    assert classify(None) == "success"
-    assert classify(ProviderTimeout("t")) == "failure"
-    assert classify(ProviderServerError("500", status=500)) == "failure"
-    assert classify(RateLimited("429", retry_after_s=1)) == "ignored"
-    assert classify(PermanentError("404", status=404)) == "ignored"
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (200, ("success", True)),
+        (404, ("ignored", None)),
+        (429, ("ignored", False)),
+        (408, ("failure", False)),
+        (500, ("failure", False)),
+        (503, ("failure", False)),
+    ],
+)
+def test_classify_status_what_counts(status: int, outcome: tuple[str, bool | None]) -> None:
+    assert classify_status(status) == outcome
 
 
 def test_jitter_wait_bounds() -> None:
@@ -33,47 +40,51 @@ def test_jitter_wait_bounds() -> None:
     assert 0 <= jitter_wait(0.0, 0.5, 10) <= 0.1
 
 
-def test_client_burst_of_429s_does_not_open() -> None:
-    async def main() -> str:
-        b = Breaker("ai", BreakerPolicy(min_calls=5), MemoryBreakerStore(), flush_s=0)
-        for _ in range(50):
-            permit = await b.allow()
-            await b.record(permit, classify(RateLimited("429", retry_after_s=1)))
-        await b.flush()
-        return b.state
-
-    assert asyncio.run(main()) == "closed"
+def _breaker(policy: BreakerPolicy) -> Breaker:
+    store = MemoryBreakerStore()
+    return Breaker("ai", policy, store, lambda: AsyncAdapter(store))
 
 
-def test_client_opens_then_denies_locally_with_the_wait() -> None:
-    async def main() -> BreakerOpen:
-        store = MemoryBreakerStore()
-        b = Breaker("ai", BreakerPolicy(min_calls=5, open_s=30), store, flush_s=0)
-        for _ in range(5):
-            await b.record(await b.allow(), "failure")
-        await b.flush()
-        assert b.state == OPEN
-        with pytest.raises(BreakerOpen) as err:
-            await b.allow()
-        return err.value
-
-    err = asyncio.run(main())
-    assert err.name == "ai" and 29 < err.wait_s <= 30
+def test_breaker_ignored_outcomes_do_not_open_it() -> None:
+    b = _breaker(BreakerPolicy(min_calls=5))
+    for _ in range(50):
+        b.record(b.admit(), "ignored")
+    b.flush()
+    assert b.current_state == "closed"
 
 
-def test_client_holds_no_lock_during_calls() -> None:
-    """Ten concurrent guarded calls of 0.2 s take about 0.2 s, not 2 s."""
+def test_breaker_opens_on_the_rate_then_denies_locally_with_the_wait() -> None:
+    b = _breaker(BreakerPolicy(min_calls=5, open_s=30))
+    for _ in range(5):
+        b.record(b.admit(), "failure")
+    b.flush()
+    assert b.current_state == OPEN
+    with pytest.raises(BreakerOpen) as err:
+        b.admit()
+    assert err.value.name == "ai" and 29 < err.value.wait_s <= 30
 
-    async def main() -> float:
-        b = Breaker("ai", BreakerPolicy(), MemoryBreakerStore())
 
-        async def call() -> None:
-            permit = await b.allow()
-            await asyncio.sleep(0.2)
-            await b.record(permit, "success")
+def test_breaker_sends_ordinary_outcomes_in_batches() -> None:
+    b = _breaker(BreakerPolicy(min_calls=5))
+    for _ in range(4):
+        b.record(b.admit(), "success")
+    assert b.metrics().calls == 0  # buffered
+    b.flush()
+    assert b.metrics().calls == 4
 
-        t0 = asyncio.get_running_loop().time()
-        await asyncio.gather(*(call() for _ in range(10)))
-        return asyncio.get_running_loop().time() - t0
 
-    assert asyncio.run(main()) < 0.6
+def test_breaker_counts_control_flow_neither_way() -> None:
+    b = _breaker(BreakerPolicy(fail_max=1))
+    for exc in (asyncio.CancelledError(), BreakerOpen("x", 1.0), KeyboardInterrupt()):
+        assert b.classify(exc) == "ignored"
+    assert b.classify(ValueError()) == "failure"
+    assert b.classify(None) == "success"
+
+
+def test_breaker_switched_off_admits_everything_and_counts_nothing() -> None:
+    b = _breaker(BreakerPolicy(fail_max=1))
+    b.enabled = False
+    for _ in range(3):
+        with pytest.raises(ZeroDivisionError):
+            b.call(lambda: 1 / 0)
+    assert b.current_state == "closed" and b.fail_counter == 0

@@ -12,12 +12,12 @@ import os
 
 from celery import signals as celery_signals
 
-from proj import signals
+from proj import app, signals
 
 
 def test_the_parent_thaws_after_the_fork_and_the_child_keeps_the_freeze() -> None:
-    signals.connect()  # registers the fork hooks once, however often it is called
-    signals.connect()
+    signals.connect(app)  # registers the fork hooks once, however often it is called
+    signals.connect(app)
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
     # what billiard's AsynPool sends just before its gc.collect() and fork
@@ -32,7 +32,7 @@ def test_the_parent_thaws_after_the_fork_and_the_child_keeps_the_freeze() -> Non
 
 
 def test_a_fork_proj_did_not_freeze_for_leaves_an_outside_freeze_alone() -> None:
-    signals.connect()
+    signals.connect(app)
     gc.freeze()  # someone else's (an app server freezing before its own forks)
     try:
         pid = os.fork()
@@ -49,7 +49,7 @@ def test_pool_processes_inherit_the_tls_context_the_main_process_made() -> None:
     main process (on ``worker_init``, before the pool forks), every child uses that one."""
     from proj.provider.client import make_http_client, shared_ssl_context
 
-    signals.connect()
+    signals.connect(app)
     shared_ssl_context.cache_clear()
     celery_signals.worker_init.send(sender=None)
     made = shared_ssl_context.cache_info().currsize

@@ -72,3 +72,31 @@ def test_settings_flower_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(load_settings().flower_credentials()[1]) >= 12
     monkeypatch.setenv("FLOWER_BASIC_AUTH", "ops:s3cret")
     assert load_settings().flower_credentials() == ("ops", "s3cret")
+
+
+def test_an_empty_variable_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proj.settings import load_settings
+
+    monkeypatch.setenv("PROVIDER_BASE_URL", "")
+    monkeypatch.setenv("PROJ_VISIBILITY_TIMEOUT_S", "")
+    s = load_settings()
+    assert s.provider_base_url is None and s.visibility_timeout_s == 3600
+
+
+@pytest.mark.parametrize("value", [":", "ops:", ":pw"])
+def test_flower_basic_auth_needs_a_user_and_a_password(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    from proj.errors import ConfigError
+    from proj.settings import load_settings
+
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", value)
+    with pytest.raises(ConfigError, match="FLOWER_BASIC_AUTH must be user:password"):
+        load_settings()
+
+
+def test_a_malformed_answer_is_retried_like_other_transient_failures() -> None:
+    from proj.provider.errors import MalformedResponse
+    from proj.tasks.base import ProjTask
+
+    assert MalformedResponse in ProjTask.autoretry_for

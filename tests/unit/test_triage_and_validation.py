@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from proj.pipelines import aggregate, documents, leads
 from proj.routing import route_task
 from proj.settings import Settings
@@ -90,3 +92,36 @@ def test_document_and_source_validation() -> None:
         ("url", "must be an http(s) URL"),
         ("name", "is a duplicate"),
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [("a\x00b", "U+0000"), ("ring\x07", "U+0007"), ("x\u202ey", "U+202E"), ("\u2066z", "U+2066")],
+)
+def test_validation_refuses_control_and_bidi_characters_by_field(text: str, code: str) -> None:
+
+    plan = leads.build([{"email": "ann@acme.com", "message": text}, {"email": "bo@acme.com"}])
+    assert plan.accepted == 1
+    (r,) = plan.rejected
+    assert r.field == "message" and code in r.reason
+
+
+def test_validation_keeps_ordinary_whitespace() -> None:
+
+    plan = leads.build([{"email": "ann@acme.com", "message": "line one\n\tline two\r\n"}])
+    assert plan.accepted == 1 and plan.rejected == []
+
+
+@pytest.mark.parametrize("bad", [None, "ann@acme.com", {"email": "ann@acme.com"}, 42])
+def test_build_refuses_input_that_is_not_a_list_with_a_clear_error(bad: object) -> None:
+    from proj.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="must be a list of JSON objects"):
+        leads.build(bad)  # type: ignore[arg-type]
+
+
+def test_a_huge_value_is_named_not_echoed() -> None:
+    from proj.errors import ValidationError
+
+    err = ValidationError("lead 0", "email", "x" * 10_000_000, "is not a valid email address")
+    assert len(str(err)) < 400 and "10000002 characters" in str(err)

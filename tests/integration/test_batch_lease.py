@@ -1,0 +1,184 @@
+"""Runner leases on a real Redis, one test per rule: who joins, who is dead, who adopts a batch
+whose runners died, whose in-flight marker may be taken over."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import pytest
+import redis as redis_lib
+import redis.asyncio as aioredis
+
+from proj import keys
+from proj.batch.lease import Marker, RunnerLeases
+from proj.batch.submit import reconnect_delay_s
+
+T = TypeVar("T")
+LEASE_S = 2.0
+B = "b-lease"
+
+
+@pytest.fixture
+def leases() -> RunnerLeases:
+    return RunnerLeases(LEASE_S, ttl_s=600)
+
+
+@pytest.fixture
+def batch(redis_client: redis_lib.Redis) -> str:
+    """A running batch of 10 items, all leased for a minute, that wants 1 runner."""
+    redis_client.hset(keys.batch(B), mapping={"status": "running", "runners": 1, "urgent": 0})
+    redis_client.zadd(keys.batch(B, "leases"), {str(i): 2**42 for i in range(10)})
+    return B
+
+
+def _run(redis_url: str, fn: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    async def main() -> T:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            return await fn(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def _url(client: redis_lib.Redis) -> str:
+    kw = client.connection_pool.connection_kwargs
+    return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
+
+
+def _now_ms(client: redis_lib.Redis) -> float:
+    s, us = client.time()
+    return s * 1000 + us / 1000
+
+
+def _released(client: redis_lib.Redis) -> bool:
+    scored: list[tuple[bytes, float]] = client.zrange(  # type: ignore[assignment]
+        keys.batch(B, "leases"), 0, -1, withscores=True
+    )
+    return all(s == 0 for _, s in scored)
+
+
+def test_join_a_runner_beyond_the_batchs_runners_is_surplus(
+    redis_client: redis_lib.Redis, leases: RunnerLeases, batch: str
+) -> None:
+    url = _url(redis_client)
+    assert _run(url, lambda r: leases.join(r, batch, "n/1/a")) == 1
+    assert _run(url, lambda r: leases.join(r, batch, "n/1/b")) == 0
+    assert _run(url, lambda r: leases.join(r, batch, "n/1/c", forced=True)) == 1  # resume
+    assert not _released(redis_client)  # nobody died
+
+
+def test_join_replacing_a_runner_that_still_holds_its_lease_releases_the_items(
+    redis_client: redis_lib.Redis, leases: RunnerLeases, batch: str
+) -> None:
+    url = _url(redis_client)
+    _run(url, lambda r: leases.join(r, batch, "n/1/a"))
+    assert _run(url, lambda r: leases.join(r, batch, "n/1/b", replaces="n/1/a")) == 1
+    assert _released(redis_client)  # what "a" left in flight runs again
+
+
+def test_join_a_finished_batch_is_refused(
+    redis_client: redis_lib.Redis, leases: RunnerLeases, batch: str
+) -> None:
+    redis_client.hset(keys.batch(batch), "status", "finished")
+    assert _run(_url(redis_client), lambda r: leases.join(r, batch, "n/1/a")) == -1
+
+
+def test_heartbeat_finds_a_dead_runner_and_releases_the_items(
+    redis_client: redis_lib.Redis, leases: RunnerLeases, batch: str
+) -> None:
+    url = _url(redis_client)
+    redis_client.hset(keys.batch(batch), "runners", 2)
+    _run(url, lambda r: leases.join(r, batch, "n/1/live"))
+    redis_client.zadd(keys.batch(batch, "runners"), {"n/2/dead": 1})  # its lease lapsed
+    assert _run(url, lambda r: leases.heartbeat(r, batch, "n/1/live")) == (False, 1)
+    assert _released(redis_client)
+    assert redis_client.zrange(keys.batch(batch, "runners"), 0, -1) == [b"n/1/live"]
+
+
+def test_adopt_exactly_one_of_many_watchdogs_wins(
+    redis_client: redis_lib.Redis, leases: RunnerLeases, batch: str
+) -> None:
+    redis_client.hset(keys.batch(batch), "runners", 2)
+    redis_client.zadd(keys.BATCH_LEASES, {batch: 1})  # its runners' leases lapsed long ago
+    url = _url(redis_client)
+
+    def one(_: int) -> object:
+        client = redis_lib.Redis.from_url(url)
+        try:
+            return leases.adopt(client, batch)
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        won = [r for r in pool.map(one, range(16)) if r is not None]
+    assert won == [(2, False, 1)]
+    assert _released(redis_client)
+    due = redis_client.zscore(keys.BATCH_LEASES, batch)
+    assert due is not None and due > _now_ms(redis_client) + LEASE_S * 1000 * 0.5
+
+
+def test_adopt_again_in_a_row_doubles_the_grace(
+    redis_client: redis_lib.Redis, leases: RunnerLeases, batch: str
+) -> None:
+    for times in (1, 2, 3):
+        redis_client.zadd(keys.BATCH_LEASES, {batch: 1})
+        adopted = leases.adopt(redis_client, batch)
+        assert adopted is not None and adopted[2] == times
+        grace_ms = redis_client.zscore(keys.BATCH_LEASES, batch) - _now_ms(redis_client)  # type: ignore[operator]
+        assert (
+            LEASE_S * 1000 * 2 ** (times - 1) * 0.9 < grace_ms <= LEASE_S * 1000 * 2 ** (times - 1)
+        )
+
+
+def test_adopt_leaves_a_batch_with_a_live_runner_alone(
+    redis_client: redis_lib.Redis, leases: RunnerLeases, batch: str
+) -> None:
+    _run(_url(redis_client), lambda r: leases.join(r, batch, "n/1/a"))
+    redis_client.zadd(keys.BATCH_LEASES, {batch: 1})  # a stale index entry
+    assert leases.adopt(redis_client, batch) is None
+    assert not _released(redis_client)
+
+
+def test_adopt_drops_a_finished_batch_from_the_index(
+    redis_client: redis_lib.Redis, leases: RunnerLeases, batch: str
+) -> None:
+    redis_client.hset(keys.batch(batch), "status", "finished")
+    redis_client.zadd(keys.BATCH_LEASES, {batch: 1})
+    assert leases.orphans(redis_client) == [batch]
+    assert leases.adopt(redis_client, batch) is None
+    assert leases.orphans(redis_client) == []
+
+
+def test_marker_of_a_live_runner_is_kept_and_of_a_dead_one_taken(
+    redis_client: redis_lib.Redis, leases: RunnerLeases, batch: str
+) -> None:
+    url = _url(redis_client)
+    _run(url, lambda r: leases.join(r, batch, "n/1/live"))
+    mk = keys.inflight("company", "k1")
+    mine = Marker("other", 0, "n/9/me")
+    live = Marker(batch, 3, "n/1/live").dumps()
+    redis_client.set(mk, live)
+    assert not _run(url, lambda r: leases.take_marker(r, mk, live, mine, 60_000))
+    dead = Marker(batch, 3, "n/2/gone").dumps()
+    redis_client.set(mk, dead)
+    assert _run(url, lambda r: leases.take_marker(r, mk, dead, mine, 60_000))
+    assert Marker.loads(redis_client.get(mk)) == mine
+    assert not _run(url, lambda r: leases.take_marker(r, mk, dead, mine, 60_000))  # changed
+
+
+def test_marker_that_names_no_runner_is_waited_out(
+    redis_client: redis_lib.Redis, leases: RunnerLeases, batch: str
+) -> None:
+    mk = keys.inflight("company", "k2")
+    redis_client.set(mk, f"{batch}:4")
+    mine = Marker("other", 0, "n/9/me")
+    assert not _run(_url(redis_client), lambda r: leases.take_marker(r, mk, f"{batch}:4", mine, 1))
+
+
+def test_reconnect_delay_doubles_from_the_poll_interval_up_to_its_cap() -> None:
+    assert [reconnect_delay_s(f, 0.25) for f in (1, 2, 3, 4, 5)] == [0.25, 0.5, 1.0, 2.0, 2.0]
