@@ -162,6 +162,14 @@ def status() -> None:
     for lim in _redis_call(lambda: st.limits(settings)):
         limits.add_row(lim.name, lim.rate, f"{lim.wait_s:.2f} s")
     console.print(limits)
+    parked = Table(title="deferred tasks waiting in Redis")
+    for col in ("waiting for", "tasks"):
+        parked.add_column(col)
+    for lot, n in _redis_call(lambda: st.parked(settings)).items():
+        parked.add_row(lot, str(n))
+    if not parked.rows:
+        parked.caption = "none"
+    console.print(parked)
 
 
 @main.group(invoke_without_command=True)

@@ -1,4 +1,5 @@
-"""``proj status``: every worker's queues and concurrency, and every rate limit's wait."""
+"""``proj status``: every worker's queues and concurrency, every rate limit's wait, and the
+deferred tasks parked in Redis."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import redis
 
 from proj import keys
+from proj.parking import Parking
 from proj.resilience.ratelimit import current_wait_ms
 from proj.settings import Settings
 
@@ -80,6 +82,15 @@ def limits(settings: Settings) -> list[LimitRow]:
         rows.append(LimitRow(name, str(limit) if limit else "none (429 pushes only)", wait))
     client.close()
     return rows
+
+
+def parked(settings: Settings) -> dict[str, int]:
+    """Deferred tasks waiting in Redis, per lot (``breaker:ai``, ``limit:crm``, ...)."""
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    try:
+        return Parking(client).counts()
+    finally:
+        client.close()
 
 
 def age(updated: float) -> str:

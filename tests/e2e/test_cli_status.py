@@ -1,14 +1,17 @@
-"""``proj status`` against real workers: queues, pool size, adaptive bounds and limits."""
+"""``proj status`` against real workers: queues, pool size, adaptive bounds, limits and the
+deferred tasks parked in Redis."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import redis as redis_lib
 
+from proj.parking import Parking
 from tests.e2e.conftest import clean_env
 from tests.support import WorkerPool, wait_until
 
@@ -28,6 +31,8 @@ def test_cli_status_shows_workers_and_limits(redis_server: object, tmp_path: Pat
             extra_args=("--adaptive", "--adaptive-max", "8"),
         )
         r = redis_lib.Redis.from_url(url)
+        # A mover leaves it be: its breaker is closed, but it is due in an hour.
+        Parking(r).park("breaker:ai", time.time() + 3600, {"task": "proj.ping", "args": []})
         wait_until(
             lambda: r.exists(f"proj:cc:{pool.nodename('adapt')}:status"),
             10,
@@ -50,3 +55,4 @@ def test_cli_status_shows_workers_and_limits(redis_server: object, tmp_path: Pat
     assert "urgent" in fixed and "fixed" in fixed and " 2 " in fixed
     assert "bulk" in adapt and "3" in adapt and "2..8 adaptive" in adapt
     assert any("ai" in line and "50/s" in line for line in lines)
+    assert any("breaker:ai" in line and " 1 " in line for line in lines), out.stdout
