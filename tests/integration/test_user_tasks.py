@@ -133,7 +133,7 @@ def test_adaptive_worker_hears_user_tasks_and_settles_near_capacity(
     after = sim.stats()["counts"]["source"]
     ok = after["ok"] - before["ok"]
     limited = after["rate_limited"] - before["rate_limited"]
-    assert min(limits) >= 10 and max(limits) <= 22, limits
+    assert min(limits) >= 8 and max(limits) <= 22, limits  # grew from 5 toward 15
     assert limited / (ok + limited) < 0.05, (ok, limited)
     celery_app.control.purge()  # type: ignore[attr-defined]
 
