@@ -118,37 +118,3 @@ def test_resume_after_every_worker_is_sigkilled_mid_batch(
     ok = sim.count("company", "ok")
     assert 600 <= ok <= 600 + 2 * 20 * 2
     assert int(redis_client.hget(keys.batch(h.batch_id), "done") or 0) == 600
-
-
-def test_concurrent_replays_replay_each_dead_letter_exactly_once(
-    redis_client: redis_lib.Redis,
-) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from proj.batch.replay import replay
-
-    n = 60
-    dlq = DeadLetters(redis_client)
-    dlq.add(
-        [
-            {
-                "batch_id": "b-dead",
-                "index": i,
-                "pipeline": "company",
-                "item": {"domain": f"dead{i}.com"},
-                "error": {"kind": "server_error"},
-            }
-            for i in range(n)
-        ]
-    )
-
-    def one(_: int) -> int:
-        try:
-            return replay(batch_id="b-dead").accepted
-        except ValueError:  # another replay took them all
-            return 0
-
-    with ThreadPoolExecutor(6) as pool:
-        replayed = list(pool.map(one, range(6)))
-    assert sum(replayed) == n, replayed  # none lost, none twice
-    assert dlq.entries("b-dead") == []
