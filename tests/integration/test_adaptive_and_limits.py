@@ -109,17 +109,17 @@ def test_global_rate_limit_holds_across_four_workers(
     nodes = [workers.nodename(f"w{n}") for n in range(4)]
     for n in range(4):
         workers.start(f"w{n}", ("urgent",), concurrency=4, env=env)
-    for i in range(1400):
+    for i in range(850):  # 17 s at 50/s
         calls.company.delay(f"r{i}.com")
     replies = celery_app.control.add_consumer(  # type: ignore[attr-defined]
         "bulk", destination=nodes, reply=True, timeout=5
     )
     assert len(replies) == 4, replies
-    wait_until(lambda: sim.count("company") >= 1300, 60, "the calls to arrive")
+    wait_until(lambda: sim.count("company") >= 800, 60, "the calls to arrive")
     times = sorted(sim.arrivals("company"))
     busiest, at = _busiest_second(times)
-    start = times[0] + 3.0  # the achieved rate over 20 s in the middle
-    achieved = len([t for t in times if start <= t < start + 20.0]) / 20.0
+    start = times[0] + 3.0  # the achieved rate over 12 s in the middle
+    achieved = len([t for t in times if start <= t < start + 12.0]) / 12.0
     print(f"busiest second: {busiest} calls, {at:.2f}s after the first; {achieved:.1f}/s")
     assert busiest <= 50 + 1, f"{busiest} calls in the 1 s from {at:.2f}s"  # rate + burst
     assert achieved >= 0.95 * 50, achieved
