@@ -14,7 +14,7 @@ help:
 	@echo "make demo   - run the lead pipeline end to end on an embedded stack"
 	@echo "make test   - run the whole test suite"
 	@echo "make chaos  - the whole chaos suite (faults on real processes; the short ones are in make test)"
-	@echo "make lint   - ruff and mypy"
+	@echo "make lint   - ruff, mypy and the layer contracts (import-linter)"
 	@echo "make bench  - the benchmarks in bench/ (BENCHES=\"a b\" to pick; about 30 minutes)"
 	@echo "make up     - start Redis, workers, Flower and the simulator; Ctrl-C stops all"
 
@@ -42,6 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check proj config tests bench
 	$(BIN)/ruff format --check proj config tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix proj config tests bench

@@ -27,7 +27,8 @@ from rich.table import Table
 
 from bench._harness import Workers, flush, private_redis
 from proj import keys
-from proj.sim.admin import SimAdmin, start_sim
+from proj.sim.admin import SimAdmin
+from proj.stack.sim import start_sim
 from proj.stack.up import WorkerSpec
 
 

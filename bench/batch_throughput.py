@@ -25,7 +25,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench._harness import Workers, flush, private_redis
-from proj.sim.admin import SimAdmin, start_sim
+from proj.sim.admin import SimAdmin
+from proj.stack.sim import start_sim
 from proj.stack.up import WorkerSpec
 
 

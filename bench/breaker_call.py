@@ -34,7 +34,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench._harness import private_redis
-from proj.sim.admin import SimAdmin, start_sim
+from proj.sim.admin import SimAdmin
+from proj.stack.sim import start_sim
 
 Call = Callable[[Callable[[], Any]], Any]
 

@@ -22,7 +22,8 @@ from rich.table import Table
 from bench._harness import private_redis
 from proj.dependencies import Dependency
 from proj.provider.client import guarded_client, make_transport
-from proj.sim.admin import SimAdmin, start_sim
+from proj.sim.admin import SimAdmin
+from proj.stack.sim import start_sim
 
 
 async def _drive(calls: int, inflight: int, one: Callable[[int], Awaitable[object]]) -> float:

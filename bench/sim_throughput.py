@@ -18,8 +18,9 @@ from aiohttp import web
 from rich.console import Console
 from rich.table import Table
 
-from proj.sim.admin import SimAdmin, start_sim
+from proj.sim.admin import SimAdmin
 from proj.stack.procs import free_port
+from proj.stack.sim import start_sim
 
 
 def _bare_server(port: int) -> None:

@@ -84,7 +84,7 @@ task_queues = (
     Queue(_s.bulk_queue, _exchange, routing_key=_s.bulk_queue),
 )
 # The triage router decides urgent vs bulk for every message (proj/routing.py).
-task_routes = ("proj.routing.route_task",)
+task_routes = ("proj.tasks.router.route_task",)
 # Queues are declared above; a typo in a queue name is an error, not a new queue.
 task_create_missing_queues = False
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from kombu.utils.json import loads
 
 from proj.parking import Parking
 from proj.resilience import parking
@@ -64,7 +65,7 @@ class BreakerStates:
 class Mover:
     def __init__(
         self,
-        publish: Callable[[dict[str, Any]], None],
+        publish: Callable[[str], None],
         store: Parking,
         breaker_state: Callable[[str], tuple[str | None, float | None]],
         *,
@@ -122,10 +123,11 @@ class Mover:
         return moved
 
 
-def publisher(app: Any) -> Callable[[dict[str, Any]], None]:
-    """Publish a parked signature (as a dict) again, with its task id and options."""
+def publisher(app: Any) -> Callable[[str], None]:
+    """Publish a parked signature (kombu's JSON of its dict) again, with its task id and
+    options."""
 
-    def publish(message: dict[str, Any]) -> None:
-        app.signature(message).apply_async()
+    def publish(message: str) -> None:
+        app.signature(loads(message)).apply_async()
 
     return publish

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 import redis
-from kombu.utils.json import dumps, loads
 
 from proj import keys
 from proj.resilience.lua import LuaScript, text
@@ -76,12 +74,13 @@ class Parking:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
 
-    def park(self, lot: str, due_s: float, message: dict[str, Any]) -> str:
-        """Keep ``message`` (a task signature as a dict) until ``due_s`` (epoch seconds)."""
+    def park(self, lot: str, due_s: float, message: str) -> str:
+        """Keep ``message`` (a task signature, serialised by the caller) until ``due_s``
+        (epoch seconds)."""
         entry_id = uuid.uuid4().hex
         due, msgs, _ = _keys(lot)
         pipe = self.r.pipeline(transaction=True)
-        pipe.hset(msgs, entry_id, dumps(message))
+        pipe.hset(msgs, entry_id, message)
         pipe.zadd(due, {entry_id: int(due_s * 1000)})
         pipe.sadd(keys.PARKED_LOTS, lot)
         pipe.execute()
@@ -90,13 +89,11 @@ class Parking:
     def lots(self) -> list[str]:
         return sorted(text(v) for v in self.r.smembers(keys.PARKED_LOTS))
 
-    def claim(
-        self, lot: str, now_s: float, n: int, lease_s: float
-    ) -> list[tuple[str, dict[str, Any]]]:
+    def claim(self, lot: str, now_s: float, n: int, lease_s: float) -> list[tuple[str, str]]:
         """Up to ``n`` entries due by ``now_s``, each claimed by this caller alone."""
         now_ms = int(now_s * 1000)
         raw = _CLAIM.run(self.r, _keys(lot), [now_ms, n, now_ms + int(lease_s * 1000)])
-        return [(text(raw[i]), loads(text(raw[i + 1]))) for i in range(0, len(raw), 2)]
+        return [(text(raw[i]), text(raw[i + 1])) for i in range(0, len(raw), 2)]
 
     def release(self, lot: str, entry_ids: Sequence[str]) -> None:
         """Forget entries whose messages were published."""

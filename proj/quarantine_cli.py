@@ -105,7 +105,7 @@ def quarantine_replay(entry_ids: tuple[str, ...], all_: bool) -> None:
     """Publish messages again, as they came, to the queues they came from (after deploying
     the fix: a worker that knows the task, say). Each is taken by exactly one replay."""
     from proj.app import app
-    from proj.quarantine import republish
+    from proj.quarantine_messages import republish
 
     store = _store()
     taken = store.take(_chosen(store, entry_ids, all_))

@@ -1,6 +1,6 @@
-"""Triage of every message to the ``urgent`` or the ``bulk`` queue.
+"""Triage of every message to the ``urgent`` or the ``bulk`` queue: the rule. Pure.
 
-Installed through ``task_routes``. Rules, first match wins:
+Celery calls it through ``task_routes`` (:mod:`proj.tasks.router`). Rules, first match wins:
 
 1. an explicit ``queue=`` given to ``apply_async`` (or set on the task) is kept;
 2. the queue chosen by triage (:mod:`proj.triage`), carried in the ``proj_queue`` header;
@@ -14,12 +14,9 @@ Priority stays a tie-break inside a queue: the router never rewrites it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from proj.settings import Settings, get_settings
-from proj.triage import QUEUE_HEADER
+from proj.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -53,34 +50,3 @@ def decide_queue(
     if priority is not None and priority <= policy.urgent_priority_max:
         return policy.urgent_queue
     return policy.bulk_queue
-
-
-def _queue_name(queue: object) -> str | None:
-    if queue is None or queue == "":
-        return None
-    name = getattr(queue, "name", queue)
-    return str(name)
-
-
-def route_task(
-    name: str,
-    args: Any,
-    kwargs: Any,
-    options: Mapping[str, Any],
-    task: Any = None,
-    **_: Any,
-) -> dict[str, str]:
-    """Celery router callable: ``(name, args, kwargs, options, task=None) -> {"queue": ...}``."""
-    if task is None:
-        from celery import current_app
-
-        task = current_app.tasks.get(name)
-    return {
-        "queue": decide_queue(
-            RoutingPolicy.from_settings(get_settings()),
-            explicit_queue=_queue_name(options.get("queue")),
-            triage_queue=(options.get("headers") or {}).get(QUEUE_HEADER),
-            task_urgent=bool(getattr(task, "urgent", False)),
-            priority=options.get("priority"),
-        )
-    }

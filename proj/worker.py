@@ -2,7 +2,7 @@
 ``proj_resize`` remote-control command.
 
 ``celery -A proj control proj_resize 20 -d NODE`` sets a prefork worker's pool to 20 processes
-through :mod:`proj.resilience.poolsize`. Unlike Celery's ``pool_shrink``, it shrinks a worker
+through :mod:`proj.adaptive.poolsize`. Unlike Celery's ``pool_shrink``, it shrinks a worker
 that has a backlog, and never ends a process a job was given to. On an adaptive worker it
 sets the controller's size, within its bounds, and the controller goes on from there.
 """
@@ -23,13 +23,14 @@ from celery.worker.control import control_command
 from vine import promise
 
 from proj import poison
+from proj.adaptive.controller import Controller
+from proj.adaptive.poolsize import PoolResizer
 from proj.guard import outcomes
 from proj.mover import BreakerStates, Mover, publisher
 from proj.parking import Parking
 from proj.poison import Problem
-from proj.quarantine import Quarantine, entry_of, examine
-from proj.resilience.controller import Controller
-from proj.resilience.poolsize import PoolResizer
+from proj.quarantine import Quarantine
+from proj.quarantine_messages import entry_of, examine
 from proj.settings import get_settings
 
 logger = logging.getLogger("proj.quarantine")

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import sys
 from typing import Any
 
 import httpx
 
-from proj.sim.config import ADMIN_KEY_ENV, ADMIN_KEY_HEADER
+from proj.sim.config import ADMIN_KEY_HEADER
 
-#: The admin key of every simulator :func:`start_sim` started in this process, by base URL.
+#: The admin key of every simulator started in this process (``proj.stack.sim.start_sim``),
+#: by base URL.
 _started_keys: dict[str, str] = {}
+
+
+def remember_admin_key(base_url: str, admin_key: str) -> None:
+    """Let :class:`SimAdmin` find the admin key of a simulator this process started."""
+    _started_keys[base_url.rstrip("/")] = admin_key
 
 
 class SimAdmin:
     """The admin API of the simulator at ``base_url``, with its admin key (by default the one
-    :func:`start_sim` gave the simulator it started there)."""
+    this process gave the simulator it started there)."""
 
     def __init__(self, base_url: str, admin_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
@@ -66,33 +70,3 @@ def sim_argv(
     if require_key_env:
         argv += ["--require-key-env", require_key_env]
     return argv
-
-
-def start_sim(
-    log_path: Any = None, *, env: dict[str, str] | None = None, require_key_env: str | None = None
-) -> tuple[Any, str]:
-    """Start the simulator in its own process on a free port; returns (process, base URL).
-    Its admin key is ``SIM_ADMIN_KEY`` of ``env`` or a new one; :class:`SimAdmin` finds it."""
-    from proj.stack.procs import ManagedProcess, free_port, wait_for
-
-    env = dict(os.environ if env is None else env)
-    admin_key = env.get(ADMIN_KEY_ENV) or secrets.token_urlsafe(24)
-    env[ADMIN_KEY_ENV] = admin_key
-    port = free_port()
-    proc = ManagedProcess(
-        "sim", sim_argv(port, require_key_env=require_key_env), env=env, log_path=log_path
-    ).start()
-    url = f"http://127.0.0.1:{port}"
-    _started_keys[url] = admin_key
-    admin = SimAdmin(url)
-    try:
-
-        def up() -> bool:
-            if not proc.alive():
-                raise RuntimeError(f"simulator exited: {proc.log_tail()}")
-            return admin.healthy()
-
-        wait_for(up, timeout_s=30, what=f"simulator on {url}")
-    finally:
-        admin.close()
-    return proc, url

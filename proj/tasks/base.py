@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 from celery import Task, states
 from celery.exceptions import Ignore, Reject, Retry
+from kombu.utils.json import dumps
 
 from proj.errors import ConfigError, ProjError
 from proj.guard import connections, outcomes, registry
@@ -195,7 +196,7 @@ class ProjTask(Task):
         sig.options.pop("redelivered", None)  # this copy is a new delivery
         lot = self._lot(reason)
         try:
-            Parking(connections.sync_client()).park(lot, time.time() + countdown, dict(sig))
+            Parking(connections.sync_client()).park(lot, time.time() + countdown, dumps(dict(sig)))
             where = lot
         except STORE_ERRORS as err:
             # No Redis for parking: the broker holds it instead (an ETA message, which waits

@@ -32,7 +32,7 @@ def test_cli_status_shows_workers_and_limits(redis_server: object, tmp_path: Pat
         )
         r = redis_lib.Redis.from_url(url)
         # A mover leaves it be: its breaker is closed, but it is due in an hour.
-        Parking(r).park("breaker:ai", time.time() + 3600, {"task": "proj.ping", "args": []})
+        Parking(r).park("breaker:ai", time.time() + 3600, '{"task": "proj.ping"}')
         wait_until(
             lambda: r.exists(f"proj:cc:{pool.nodename('adapt')}:status"),
             10,

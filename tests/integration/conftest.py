@@ -45,7 +45,7 @@ def sim_server(session_dir: Path) -> Iterator[str]:
     """The simulated provider in its own process; requires the test API key."""
     import os
 
-    from proj.sim.admin import start_sim
+    from proj.stack.sim import start_sim
 
     env = {**os.environ, "SIM_API_KEY": API_KEY}
     proc, url = start_sim(session_dir / "sim.log", env=env, require_key_env="SIM_API_KEY")

@@ -11,7 +11,7 @@ import time
 import redis as redis_lib
 
 from proj import keys
-from proj.resilience import poolsize
+from proj.adaptive import poolsize
 from proj.sim.admin import SimAdmin
 from proj.tasks import calls
 from tests.support import WorkerPool, wait_until

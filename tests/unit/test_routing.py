@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 from kombu import Queue
 
-from proj.routing import RoutingPolicy, decide_queue, route_task
+from proj.routing import RoutingPolicy, decide_queue
+from proj.tasks.router import route_task
 
 POLICY = RoutingPolicy(urgent_queue="urgent", bulk_queue="bulk", urgent_priority_max=2)
 

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from proj.pipelines import aggregate, documents, leads
-from proj.routing import route_task
 from proj.settings import Settings
+from proj.tasks.router import route_task
 from proj.triage import QUEUE_HEADER, assess
 
 S = Settings(triage_complex_min_chars=100)

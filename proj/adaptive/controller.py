@@ -1,6 +1,6 @@
 """The adaptive controller in a worker's main process: every tick, read the node's call
 outcomes, decide (:mod:`proj.resilience.concurrency`), and resize the pool
-(:mod:`proj.resilience.poolsize`). While a resize is under way (processes still to fork, or
+(:mod:`proj.adaptive.poolsize`). While a resize is under way (processes still to fork, or
 retired ones still finishing their job) it does not decide again: the outcomes would judge the
 old size. The new size is judged on the calls made from the moment it holds. One exception: a
 step up that meets 429s while its processes are still being forked is sent back at once (the
@@ -20,9 +20,9 @@ import redis
 from celery.worker import state as worker_state
 
 from proj import keys
+from proj.adaptive.poolsize import PoolResizer
 from proj.resilience.concurrency import ConcurrencyPolicy, ControllerState, decide
 from proj.resilience.outcomes import window_counts
-from proj.resilience.poolsize import PoolResizer
 
 logger = logging.getLogger("proj.concurrency")
 
