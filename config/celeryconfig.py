@@ -44,6 +44,14 @@ result_backend_transport_options = {
     "visibility_timeout": _s.visibility_timeout_s,
     "retry_policy": {"timeout": 5.0},
 }
+# A .delay() while Redis restarts waits for it (retries up to about 14 s) instead of raising
+# after Celery's default 0.6 s (tests/chaos/test_broker_restart.py publishes through one).
+task_publish_retry_policy = {
+    "max_retries": 30,
+    "interval_start": 0.1,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
 # Results are forgotten after a day so Redis does not grow without bound.
 result_expires = _s.result_expires_s
 # Store task name, args and queue with the result so Flower and `proj` can show them.
@@ -64,9 +72,21 @@ task_reject_on_worker_lost = True
 # A worker reserves only what it can run: -c N holds N tasks, so urgent work is never stuck
 # behind tasks prefetched by a busy worker, and priority reorders what is still in Redis.
 worker_prefetch_multiplier = 1
-# When the broker connection drops, stop tasks it can no longer ack: they are redelivered
-# anyway, and finishing them too would run them twice (the default changes in Celery 6).
-worker_cancel_long_running_tasks_on_connection_loss = True
+# When the broker connection drops, let running tasks finish: they are acked after the
+# reconnect. Cancelling them (True, the Celery 6 default) loses them on Redis: celery 5.7.0
+# records the cancel in Redis, which is down (worker/request.py:453), so the terminated task
+# counts as revoked, stored REVOKED and acked (request.py:661-672): 2 tasks lost per -c 2
+# worker per Redis restart (tests/chaos/test_broker_restart.py).
+worker_cancel_long_running_tasks_on_connection_loss = False
+# ... and a result written while Redis is down waits for it instead of failing the task
+# (without this, a task that ends during a restart is stored as FAILURE: ConnectionError).
+# Retries are at most 1 s apart; this also makes a client's state read wait for Redis
+# rather than raise at once.
+result_backend_always_retry = True
+result_backend_max_sleep_between_retries_ms = 1000
+# ... for about two minutes, not forever (Celery's default): past that, a Redis that is still
+# down is an error the caller sees.
+result_backend_max_retries = 120
 # Every task has a soft limit (a catchable SoftTimeLimitExceeded) and a hard limit below the
 # visibility timeout, so no task can outlive its message's reservation.
 task_soft_time_limit = _s.task_soft_time_limit_s

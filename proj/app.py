@@ -7,7 +7,7 @@ import sys
 
 from celery import Celery
 
-from proj import signals, worker
+from proj import broker_restart, signals, worker
 from proj.errors import ConfigError
 from proj.settings import get_settings
 
@@ -46,4 +46,5 @@ app.conf.include = [
 ]
 signals.connect(app)
 worker.install(app)
+broker_restart.install(app)  # workers survive a Redis restart on celery 5.7.0
 app.steps["worker"].add("proj.batch.watchdog:BatchWatchdog")  # restarts batches whose runners died

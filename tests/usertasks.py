@@ -7,6 +7,8 @@ Workers load this module with ``-I tests.usertasks``.
 from __future__ import annotations
 
 import os
+import time
+from typing import Any
 
 import httpx
 
@@ -66,3 +68,23 @@ def fetch(i: int) -> int:
     outcome (a 429 raised by ``raise_for_status`` is overload; the task is deferred)."""
     _http().get(_url(f"/v1/sources/f{i}")).raise_for_status()
     return i
+
+
+@app.task(name="usertasks.tally", bind=True)
+def tally(self: Any, i: int, log_path: str, duration_s: float) -> int:
+    """Sleeps ``duration_s`` between a ``start`` and an ``end`` line appended to ``log_path``
+    (with ``i`` and the worker's node name): a count of runs kept outside Redis, so it
+    survives the broker restarts of the chaos suite."""
+    _append(log_path, f"start {i} {self.request.hostname}\n")
+    time.sleep(duration_s)
+    _append(log_path, f"end {i} {self.request.hostname}\n")
+    return i
+
+
+def _append(path: str, line: str) -> None:
+    """One ``write`` in append mode: lines from concurrent processes never interleave."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
