@@ -1,40 +1,71 @@
 """Lead enrichment: for each lead, an AI analysis, a company lookup and a person lookup in
 parallel, combined into one profile and stored; then a summary and a notification.
 
+Defined once (:data:`PIPELINE`), run two ways: ``build(leads).delay()`` (the Celery canvas
+below) and ``proj submit --pipeline leads`` (the batch runner). Both validate a lead once,
+where it enters, run the same :func:`process_lead` per lead and the same :func:`summarize_run`
+and notification at the end, so the same leads give the same rows, summary and failures.
+
 Canvas (one chord deep)::
 
-    chord([enrich_lead(lead) for lead in leads], summarize_leads) | notify
+    chord([enrich_lead(lead) for lead in unique leads], summarize_leads) | notify
 
-Each ``enrich_lead`` runs its three branches concurrently on the worker's event loop, each
-with a deadline, so a slow or failing branch becomes an error in the fan-in, never a hang.
+Each lead's three branches run concurrently on the worker's event loop, each with a deadline,
+so a slow or failing branch becomes an error in the fan-in, never a hang. The rules both paths
+follow (where the two used to differ, the choice made):
+
+- Some branches fail: the profile is built from what succeeded and stored; the summary lists
+  what is missing and why.
+- Every branch fails, or the profile cannot be stored: the lead *fails*. No row, nothing
+  cached; it is tried once more (canvas: one task retry after PROJ_RETRY_BACKOFF_S; batch: the
+  second pass), then it is in the summary's ``failed_items`` (and the batch's dead letters).
+  The other leads go on. (The canvas used to store an empty profile scored 1 and count a store
+  error as a finished lead; the batch left failed leads out of its summary.)
+- What reaches the queue: the normalised lead without unset fields, in both; workers build it
+  without validating it again. Leads with the same key run once in both (the canvas ran each
+  copy).
+- The summary lists every unique lead in input order, failed ones included, in both.
+
+What stays different by nature: where the work ran (``by_queue`` and ``queue_wait`` come from
+the canvas's tasks; a batch runs on its runners' queue), timings, and the batch's result cache
+(a lead computed by an earlier batch within PROJ_CACHE_TTL_S is answered from it: no provider
+call and no new row).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from celery import chord
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from proj import store, triage
+from proj import store
 from proj.app import app
 from proj.pipelines import profile as scoring
+from proj.pipelines.company import DOMAIN
+from proj.pipelines.definition import BranchesFailed, Pipeline, failure, stored, unique
 from proj.pipelines.fanin import gather_branches
 from proj.pipelines.notify import notify
 from proj.pipelines.plan import Planned
 from proj.pipelines.summary import summarize
-from proj.pipelines.validation import validate_items
 from proj.provider import lookups, runtime
+from proj.provider.errors import RateLimited
+from proj.resilience.deferral import Deferral
 from proj.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
 _EMAIL = re.compile(r"^[^@\s]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
-_DOMAIN = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+
+#: What a lead's step may take beyond its branches: the store write (SQLite's busy timeout is
+#: 30 s) and its retries.
+STORE_ALLOWANCE_S = 35.0
 
 
 class Lead(BaseModel):
@@ -60,7 +91,7 @@ class Lead(BaseModel):
     @field_validator("company_domain")
     @classmethod
     def _domain(cls, v: str | None) -> str | None:
-        if v is not None and not _DOMAIN.match(v):
+        if v is not None and not DOMAIN.match(v):
             raise ValueError("is not a domain name")
         return v.lower() if v else v
 
@@ -103,46 +134,26 @@ async def analyse(p: runtime.Providers, lead: Lead, model: str) -> dict[str, Any
     }
 
 
-lookup_company = lookups.company
-lookup_person = lookups.person
-
-
-async def enrich(p: runtime.Providers, lead: Lead, model: str, timeout_s: float) -> dict[str, Any]:
-    """The three branches of one lead, in parallel, fanned in by name."""
-    assert lead.company_domain is not None
-    return await gather_branches(
+async def process_lead(
+    p: runtime.Providers, lead: Lead, *, run_id: str, model: str, category: str
+) -> dict[str, Any]:
+    """Enrich and store one lead; its record for the summary. Raises :class:`BranchesFailed`
+    or :class:`StoreFailed` when there is nothing to keep (see the module's rules)."""
+    fan = await gather_branches(
         {
             "ai": analyse(p, lead, model),
-            "company": lookup_company(p, lead.company_domain),
-            "person": lookup_person(p, lead.email),
+            "company": lookups.company(p, lead.company_domain or ""),
+            "person": lookups.person(p, lead.email),
         },
-        timeout_s,
+        get_settings().branch_timeout_s,
     )
-
-
-@app.task(name="proj.leads.enrich_lead", bind=True)
-def enrich_lead(
-    self: Any, lead: dict[str, Any], run_id: str, model: str, category: str
-) -> dict[str, Any]:
-    """Enrich and store one lead; returns a compact record for the summary."""
-    settings = get_settings()
-    queue_wait = self.queue_wait_s()
-    parsed = Lead.model_validate(lead)
-    fan = runtime.run(
-        lambda p: enrich(p, parsed, model, settings.branch_timeout_s),
-        timeout_s=settings.branch_timeout_s + 5,
-    )
-    profile = scoring.combine(parsed.model_dump(), fan, model=model)
-    stored = True
-    try:
-        store.save_lead(run_id, profile)
-    except Exception as exc:  # the summary reports it; the other leads go on
-        logger.exception("storing lead %s of run %s failed", parsed.key, run_id)
-        fan["errors"]["store"] = {"kind": "store", "message": f"{type(exc).__name__}: {exc}"}
-        stored = False
+    if not fan["results"]:
+        raise BranchesFailed.of(fan["errors"])
+    profile = scoring.combine(lead.model_dump(), fan, model=model)
+    await stored(store.save_lead, run_id, profile)
     return {
-        "key": parsed.key,
-        "email": parsed.email,
+        "key": lead.key,
+        "email": lead.email,
         "name": profile.get("name"),
         "score": profile["qualification_score"],
         "budget": profile["budget_estimate_usd"],
@@ -152,11 +163,70 @@ def enrich_lead(
         "seconds": fan["seconds"],
         "usage": fan["usage"],
         "category": category,
-        "queue": (self.request.delivery_info or {}).get("routing_key"),
         "model": model,
-        "stored": stored,
-        "queue_wait_s": queue_wait,
+        "stored": True,
     }
+
+
+def summarize_run(run_id: str, records: list[dict[str, Any]], started: float) -> dict[str, Any]:
+    """The run's summary from every lead's record, stored as the run's row."""
+    summary = summarize("leads", run_id, records, started_at=started, now=time.time())
+    store.save_run(run_id, "leads", summary)
+    return summary
+
+
+class LeadsPipeline(Pipeline):
+    name = "leads"
+    model = Lead
+    noun = "lead"
+    label_field = "email"
+    triage_as = "lead"
+    text_field = "message"
+
+    async def process(
+        self, p: runtime.Providers, item: dict[str, Any], *, run_id: str
+    ) -> dict[str, Any]:
+        t = self.assess(item)
+        lead = Lead.model_construct(**item)
+        return await process_lead(p, lead, run_id=run_id, model=t.model, category=t.category)
+
+    def failed(self, item: Mapping[str, Any], error: Mapping[str, Any]) -> dict[str, Any]:
+        return {**super().failed(item, error), "email": item.get("email")}
+
+    async def finish(
+        self, run_id: str, records: list[dict[str, Any]], started: float
+    ) -> dict[str, Any]:
+        summary = await asyncio.to_thread(summarize_run, run_id, records, started)
+        await asyncio.to_thread(notify.run, summary)
+        return summary
+
+
+PIPELINE = LeadsPipeline()
+
+
+@app.task(name="proj.leads.enrich_lead", bind=True)
+def enrich_lead(
+    self: Any, lead: dict[str, Any], run_id: str, model: str, category: str
+) -> dict[str, Any]:
+    """One lead of the canvas: :func:`process_lead`; a lead that fails is retried once, then
+    returns its failure record (a chord header never raises, or the summary would be lost)."""
+    settings = get_settings()
+    queue_wait = self.queue_wait_s()
+    parsed = Lead.model_construct(**lead)
+    try:
+        record = runtime.run(
+            lambda p: process_lead(p, parsed, run_id=run_id, model=model, category=category),
+            timeout_s=settings.branch_timeout_s + STORE_ALLOWANCE_S,
+        )
+    except (Deferral, RateLimited):
+        raise  # an open breaker or a 429 defers the whole lead (ProjTask)
+    except Exception as exc:
+        if self.request.retries < 1:
+            raise self.retry(countdown=settings.retry_backoff_s, max_retries=1) from exc
+        logger.warning("lead %s of run %s failed: %s", parsed.key, run_id, exc)
+        return PIPELINE.failed(lead, failure(exc))
+    queue = (self.request.delivery_info or {}).get("routing_key")
+    return {**record, "queue": queue, "queue_wait_s": queue_wait}
 
 
 @app.task(name="proj.leads.summarize")
@@ -164,23 +234,23 @@ def summarize_leads(
     records: list[dict[str, Any]], run_id: str, started_at: float
 ) -> dict[str, Any]:
     """Fan-in of all leads: top prospects, what is missing and why, time/errors/cost."""
-    summary = summarize("leads", run_id, records, started_at=started_at, now=time.time())
-    store.save_run(run_id, "leads", summary)
-    return summary
+    return summarize_run(run_id, records, started_at)
 
 
 def build(leads: list[Any], *, run_id: str | None = None) -> Planned:
     """Validate ``leads`` and plan the pipeline. Invalid leads are rejected by index, field and
-    value; the valid ones go on."""
-    settings = get_settings()
-    accepted, rejected = validate_items(Lead, leads, kind="lead", label_field="email")
+    value; the valid ones go on, each key once."""
+    items, rejected = PIPELINE.validate(leads)
+    once = unique(items)
     run_id = run_id or uuid.uuid4().hex
-    if not accepted:
+    if not once:
         return Planned(None, run_id, 0, rejected)
     header = []
-    for lead in accepted:
-        t = triage.assess("lead", lead.message, settings, urgent=lead.urgent)
-        sig = enrich_lead.si(lead.model_dump(), run_id, t.model, t.category)
+    for item in once:
+        t = PIPELINE.assess(item)
+        sig = enrich_lead.si(item, run_id, t.model, t.category)
         header.append(sig.set(headers=t.headers()))
     body = summarize_leads.s(run_id, time.time())
-    return Planned(chord(header, body) | notify.s(), run_id, len(accepted), rejected)
+    return Planned(
+        chord(header, body) | notify.s(), run_id, len(once), rejected, len(items) - len(once)
+    )

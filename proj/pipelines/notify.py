@@ -17,11 +17,13 @@ logger = logging.getLogger("proj.notify")
 
 def headline(summary: dict[str, Any]) -> str:
     """One line about a finished run."""
+    failed = summary.get("failed_items") or []
     top = ", ".join(f"{p['email']} ({p['score']})" for p in summary.get("top_prospects", [])[:3])
     return (
         f"{summary.get('pipeline', 'pipeline')} run {summary.get('run_id')}: "
         f"{summary.get('stored', 0)}/{summary.get('items', 0)} stored, "
         f"{summary.get('failed_branches', 0)} failed branches"
+        + (f", {len(failed)} failed items" if failed else "")
         + (f"; top prospects: {top}" if top else "")
     )
 

@@ -18,6 +18,7 @@ class Planned:
     run_id: str
     accepted: int
     rejected: list[Rejected] = field(default_factory=list)
+    duplicates: int = 0  # accepted items whose key came earlier: run once
 
     def delay(self) -> Any:
         if self.signature is None:

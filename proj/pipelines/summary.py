@@ -17,7 +17,9 @@ def summarize(
     now: float,
     top: int = 5,
 ) -> dict[str, Any]:
-    """Summary of per-item records (each with errors, seconds, usage, category, score)."""
+    """Summary of per-item records (each with errors, seconds, usage, category, score; an
+    item that failed for good has ``failed``: its kind and message, and is listed apart)."""
+    failed: list[dict[str, Any]] = []
     missing: dict[str, list[dict[str, Any]]] = defaultdict(list)
     kinds: Counter[str] = Counter()
     by_cat: dict[str, dict[str, Any]] = defaultdict(
@@ -28,6 +30,11 @@ def summarize(
     models: Counter[str] = Counter(str(r.get("model")) for r in records if r.get("model"))
     waits: dict[str, list[float]] = defaultdict(list)
     for r in records:
+        if r.get("failed"):
+            why = r["failed"]
+            item = r.get("email") or r.get("key")
+            failed.append({"item": item, "kind": why.get("kind"), "reason": why.get("message")})
+            continue
         if r.get("queue") and r.get("queue_wait_s") is not None:
             waits[str(r["queue"])].append(float(r["queue_wait_s"]))
         cat = by_cat[r.get("category") or pipeline]
@@ -70,6 +77,7 @@ def summarize(
         ],
         "missing": dict(missing),
         "missing_company": missing.get("company", []),
+        "failed_items": failed,
         "failed_branches": sum(kinds.values()),
         "errors_by_kind": dict(kinds),
         "by_category": {k: {**v, "cost_usd": round(v["cost_usd"], 6)} for k, v in by_cat.items()},
