@@ -210,9 +210,8 @@ def batch_show(batch_id: str) -> None:
     """One batch, with its failures."""
     from proj.batch.submit import BatchHandle
 
-    handle = BatchHandle(batch_id)
-    console.print(progress_table([handle.progress()]))
-    errors = handle.errors()
+    progress, errors = BatchHandle(batch_id).report()
+    console.print(progress_table([progress]))
     if errors:
         t = Table(title="failures")
         for col in ("item", "kind", "attempts", "message"):

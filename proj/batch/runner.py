@@ -15,26 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import random
 import time
-import traceback
-from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
-from proj import keys
 from proj.app import app
-from proj.batch.dlq import DeadLetters
-from proj.batch.lease import Marker, RunnerLeases, heartbeat_s, new_runner_id
+from proj.batch.finalize import finalize
+from proj.batch.items import ItemWork
+from proj.batch.lease import RunnerLeases, heartbeat_s, new_runner_id
 from proj.batch.pipelines import ItemPipeline, get_pipeline
 from proj.batch.store import BatchStore
 from proj.provider import runtime
-from proj.provider.errors import PermanentError, ProviderError, RateLimited
-from proj.resilience.concurrency import ConcurrencyPolicy, ControllerState, decide
-from proj.resilience.deferral import Deferral
+from proj.resilience.backoff import Backoff
 from proj.settings import Settings, get_settings
 
 logger = logging.getLogger("proj.batch")
@@ -51,60 +43,15 @@ REDISPATCH_RETRY = {
     "interval_max": 3.0,
 }
 
-
-def backoff_s(attempt: int, settings: Settings, rnd: float) -> float:
-    """Exponential backoff with jitter: base x 2^(attempt-1), capped, times 0.5..1."""
-    raw = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2 ** max(0, attempt - 1))
-    return raw * (0.5 + rnd / 2)
-
-
-@dataclass
-class _Window:
-    """The runner's in-flight limit, adapted from call outcomes."""
-
-    policy: ConcurrencyPolicy
-    state: ControllerState
-    ok: int = 0
-    failed: int = 0
-    changed_at: float = field(default_factory=time.monotonic)
-
-    @classmethod
-    def for_limit(cls, limit: int) -> _Window:
-        policy = ConcurrencyPolicy(
-            start=limit,
-            minimum=1,
-            maximum=limit,
-            cooldown_s=0.5,
-            min_samples=max(20, limit // 5),
-            slow_start=False,
-            increase=max(1, limit // 20),
-        )
-        return cls(policy, ControllerState(limit, slow_start=False))
-
-    @property
-    def limit(self) -> int:
-        return self.state.limit
-
-    def observe(self, ok: bool) -> None:
-        if ok:
-            self.ok += 1
-        else:
-            self.failed += 1
-        d = decide(
-            self.policy,
-            self.state,
-            ok=self.ok,
-            failed=self.failed,
-            waiting=True,
-            since_change_s=time.monotonic() - self.changed_at,
-        )
-        if d.changed:
-            logger.info("batch window %d -> %d: %s", self.state.limit, d.limit, d.reason)
-            self.state, self.ok, self.failed = d.state, 0, 0
-            self.changed_at = time.monotonic()
+#: A runner that failed (Redis restarting, a bug) is sent again after 2 s, 4 s, ... up to 60 s.
+RESTART_BACKOFF = Backoff(base_s=2.0, max_s=60.0)
 
 
 class Runner:
+    """Works through one batch under a lease: claims more while its window has room, and
+    decides when the batch is at its end. Every Redis step goes through ``store`` (the lease
+    steps through ``leases``); its items' work is :class:`proj.batch.items.ItemWork`'s."""
+
     def __init__(
         self,
         p: runtime.Providers,
@@ -113,20 +60,15 @@ class Runner:
         settings: Settings,
         runner_id: str | None = None,
     ) -> None:
-        self.p = p
         self.batch_id = batch_id
         self.pipeline = pipeline
         self.settings = settings
         self.runner_id = runner_id or new_runner_id(None)
         self.store = BatchStore(p.redis, settings.batch_ttl_s)
         self.leases = RunnerLeases(settings.batch_runner_lease_s, settings.batch_ttl_s)
-        self.pending: set[asyncio.Task[None]] = set()
-        self.running: set[int] = set()  # indexes this runner is computing now
-        self.window = _Window.for_limit(settings.batch_concurrency)
-        self.buffer: list[tuple[int, str, str]] = []
-        self.cache_writes: dict[str, str] = {}
-        self.inflight_keys: list[str] = []
-        self.processed = 0
+        self.items = ItemWork(
+            p, self.store, self.leases, pipeline, batch_id, self.runner_id, settings
+        )
 
     # --- the loop -----------------------------------------------------------------------------
     async def run(
@@ -134,7 +76,7 @@ class Runner:
     ) -> dict[str, Any]:
         """Work under a lease; ``replaces``: the runner this one takes over from; ``forced``:
         join even if the batch has its runners (``proj batch resume``)."""
-        r = self.p.redis
+        r = self.store.r
         joined = await self.leases.join(
             r, self.batch_id, self.runner_id, replaces=replaces, forced=forced
         )
@@ -151,11 +93,11 @@ class Runner:
             return await self._run(budget_s)
         finally:
             heartbeat.cancel()
-            orphaned = bool(self.pending)
-            for t in self.pending:
+            orphaned = bool(self.items.pending)
+            for t in self.items.pending:
                 t.cancel()
             with contextlib.suppress(Exception):  # Redis gone: the lease lapses on its own
-                await self.flush()
+                await self.items.flush()
             with contextlib.suppress(Exception):
                 await self.leases.leave(r, self.batch_id, self.runner_id, orphaned=orphaned)
 
@@ -165,7 +107,7 @@ class Runner:
             await asyncio.sleep(every)
             try:
                 lapsed, dead = await self.leases.heartbeat(
-                    self.p.redis, self.batch_id, self.runner_id
+                    self.store.r, self.batch_id, self.runner_id
                 )
             except Exception as exc:  # Redis away: the loop fails too, or it comes back
                 logger.warning("batch %s: lease not renewed (%s)", self.batch_id, exc)
@@ -185,30 +127,30 @@ class Runner:
         deadline = time.monotonic() + budget_s
         last_flush = time.monotonic()
         finished = False
+        work = self.items
         while True:
-            if time.monotonic() < deadline and len(self.pending) < self.window.limit:
-                await self._start(
-                    min(self.settings.batch_slice, self.window.limit - len(self.pending))
-                )
-            if self.pending:
-                done, self.pending = await asyncio.wait(
-                    self.pending, timeout=0.05, return_when=asyncio.FIRST_COMPLETED
+            room = work.window.limit - len(work.pending)
+            if time.monotonic() < deadline and room > 0:
+                await work.start(min(self.settings.batch_slice, room))
+            if work.pending:
+                done, work.pending = await asyncio.wait(
+                    work.pending, timeout=0.05, return_when=asyncio.FIRST_COMPLETED
                 )
                 for t in done:
                     t.result()
-            if self.buffer and (
-                len(self.buffer) >= 200 or time.monotonic() - last_flush > 0.05 or not self.pending
+            if work.buffer and (
+                len(work.buffer) >= 200 or time.monotonic() - last_flush > 0.05 or not work.pending
             ):
-                await self.flush()
+                await work.flush()
                 last_flush = time.monotonic()
-            if self.pending:
+            if work.pending:
                 continue
             # Nothing in flight here: more to claim, waiting (delayed) items, or the end?
-            await self.flush()
+            await work.flush()
             if await self.store.second_pass(self.batch_id) > 0:
                 continue
             if await self.store.finish(self.batch_id):
-                await self._finalize()
+                await finalize(self.store, self.pipeline, self.batch_id)
                 finished = True
                 break
             progress = await self.store.progress(self.batch_id)
@@ -230,167 +172,10 @@ class Runner:
         )
         return {
             "batch_id": self.batch_id,
-            "processed": self.processed,
+            "processed": work.processed,
             "finished": finished,
             "more": more,
         }
-
-    async def _start(self, n: int) -> None:
-        """Claim up to ``n`` items and start those this runner computes (into ``pending``)."""
-        claimed = await self.store.claim(self.batch_id, n, self.settings.batch_lease_s)
-        if not claimed:
-            return
-        loaded = await self.store.load(self.batch_id, claimed)
-        cached = await self.p.redis.mget([keys.cache(self.pipeline.name, k) for _, _, k in loaded])
-        lease_ms = int(self.settings.batch_lease_s * 1000)
-        pipe = self.p.redis.pipeline(transaction=False)
-        fresh = []
-        for (idx, item, key), hit in zip(loaded, cached, strict=True):
-            if hit is not None:  # computed before, within the cache TTL: no provider call
-                self.buffer.append((idx, "cached", hit.decode() if isinstance(hit, bytes) else hit))
-                continue
-            if idx in self.running:  # claimed again after a lease release: still ours
-                continue
-            pipe.set(
-                keys.inflight(self.pipeline.name, key),
-                Marker(self.batch_id, idx, self.runner_id).dumps(),
-                nx=True,
-                px=lease_ms,
-            )
-            fresh.append((idx, item, key))
-        owned = await pipe.execute() if fresh else []
-        taken = list(zip(fresh, owned, strict=True))
-        others = [f for f, mine in taken if not mine]
-        if others:
-            owned_by_dead = await self._take_markers(others, lease_ms)
-            taken = [(f, mine or f in owned_by_dead) for f, mine in taken]
-        for (idx, item, key), mine in taken:
-            if mine:
-                self.running.add(idx)
-                self.pending.add(asyncio.create_task(self._one(idx, item, key)))
-        for (idx, _, _), mine in taken:
-            if not mine:  # the same input is being computed elsewhere: its result when ready
-                await self.store.delay(self.batch_id, idx, 1.0, attempt=False)
-
-    async def _take_markers(
-        self, items: list[tuple[int, dict[str, Any], str]], lease_ms: int
-    ) -> list[tuple[int, dict[str, Any], str]]:
-        """Of ``items`` whose in-flight marker another runner holds, those whose marker this
-        runner took over because that runner is dead (its lease gone)."""
-        marker_keys = [keys.inflight(self.pipeline.name, k) for _, _, k in items]
-        seen = await self.p.redis.mget(marker_keys)
-        took = await asyncio.gather(
-            *(
-                self.leases.take_marker(
-                    self.p.redis, mk, raw, Marker(self.batch_id, idx, self.runner_id), lease_ms
-                )
-                for (idx, _, _), mk, raw in zip(items, marker_keys, seen, strict=True)
-            )
-        )
-        return [it for it, ok in zip(items, took, strict=True) if ok]
-
-    async def _one(self, idx: int, item: dict[str, Any], key: str) -> None:
-        try:
-            await self._compute(idx, item, key)
-        finally:
-            self.running.discard(idx)
-
-    async def _compute(self, idx: int, item: dict[str, Any], key: str) -> None:
-        inflight = keys.inflight(self.pipeline.name, key)
-        try:
-            result = await self.pipeline.process(self.p, item, batch_id=self.batch_id)
-        except (Deferral, RateLimited) as exc:
-            wait = exc.retry_after_s if isinstance(exc, RateLimited) else exc.wait_s
-            if isinstance(exc, RateLimited):
-                self.window.observe(False)
-            await self.store.delay(
-                self.batch_id,
-                idx,
-                max(0.05, wait or 1.0) * (1 + random.random() / 5),
-                attempt=False,
-            )
-            await self.p.redis.delete(inflight)
-            return
-        except Exception as exc:
-            await self._failed(idx, exc, inflight)
-            return
-        self.window.observe(True)
-        payload = json.dumps(result, default=str)
-        self.buffer.append((idx, "done", payload))
-        if self.settings.cache_ttl_s:
-            self.cache_writes[keys.cache(self.pipeline.name, key)] = payload
-        self.inflight_keys.append(inflight)
-        self.processed += 1
-
-    async def _failed(self, idx: int, exc: Exception, inflight: str) -> None:
-        retryable = (
-            isinstance(exc, ProviderError) and exc.retryable and not isinstance(exc, PermanentError)
-        )
-        if retryable:
-            self.window.observe(False)
-        attempts = int(await self.p.redis.hincrby(self.store.k(self.batch_id, "attempts"), idx, 1))
-        await self.p.redis.delete(inflight)
-        if retryable and attempts <= self.settings.task_max_retries:
-            await self.store.delay(
-                self.batch_id,
-                idx,
-                backoff_s(attempts, self.settings, random.random()),
-                attempt=False,
-            )
-            return
-        error = {
-            "kind": getattr(exc, "kind", "internal"),
-            "message": f"{type(exc).__name__}: {exc}",
-            "attempts": attempts,
-            "traceback": "".join(traceback.format_exception(exc))[-4000:],
-        }
-        self.buffer.append((idx, "failed", json.dumps(error)))
-
-    async def flush(self) -> None:
-        if self.buffer:
-            batch, self.buffer = self.buffer, []
-            await self.store.complete(self.batch_id, batch)
-        if self.cache_writes or self.inflight_keys:
-            pipe = self.p.redis.pipeline(transaction=False)
-            for k, v in self.cache_writes.items():
-                pipe.set(k, v, ex=self.settings.cache_ttl_s)
-            if self.inflight_keys:
-                pipe.delete(*self.inflight_keys)
-            self.cache_writes, self.inflight_keys = {}, []
-            await pipe.execute()
-
-    async def _finalize(self) -> None:
-        """Once per batch: dead-letter what still failed, then the pipeline's last step."""
-        errors = await self.store.errors(self.batch_id)
-        if errors:
-            entries = []
-            for idx, err in errors.items():
-                entries.append(
-                    {
-                        "batch_id": self.batch_id,
-                        "pipeline": self.pipeline.name,
-                        "index": idx,
-                        "item": await self.store.item(self.batch_id, idx),
-                        "error": {"kind": err.get("kind"), "message": err.get("message")},
-                        "attempts": err.get("attempts"),
-                        "traceback": err.get("traceback"),
-                    }
-                )
-            client = redis.Redis.from_url(self.settings.redis_url)
-            try:
-                await asyncio.to_thread(DeadLetters(client).add, entries)
-            finally:
-                client.close()
-            logger.warning("batch %s: %d items dead-lettered", self.batch_id, len(entries))
-        started = float(await self.store.meta(self.batch_id, "started") or time.time())
-        results = await self.store.results(self.batch_id)
-        try:
-            await self.pipeline.finish(self.batch_id, results, started)
-        except Exception:
-            logger.exception("batch %s: the pipeline's last step failed", self.batch_id)
-        logger.info(
-            "batch %s finished: %d done, %d failed", self.batch_id, len(results), len(errors)
-        )
 
 
 @app.task(name="proj.batch.run", bind=True)
@@ -422,9 +207,8 @@ def run_batch(
         restarts = int(self.request.get(RESTARTS_HEADER) or 0) + 1
         logger.exception("batch %s: runner failed (%d)", batch_id, restarts)
         if restarts <= MAX_RESTARTS:
-            _next_runner(
-                self, batch_id, runner_id, countdown=min(60, 2**restarts), restarts=restarts
-            )
+            countdown = RESTART_BACKOFF.delay(restarts)
+            _next_runner(self, batch_id, runner_id, countdown=countdown, restarts=restarts)
         return {"batch_id": batch_id, "error": f"{type(exc).__name__}: {exc}"}
     if out.get("surplus"):
         logger.info("batch %s already has its runners; runner %s not needed", batch_id, runner_id)

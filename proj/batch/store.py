@@ -17,148 +17,31 @@ Data model (keys in :mod:`proj.keys`; every key expires PROJ_BATCH_TTL_S after t
     proj:batch:{id}:delayed    zset  index -> ready ms (deferred or waiting to retry)
     proj:batch:{id}:runners    zset  runner id -> lease expiry ms (:mod:`proj.batch.lease`)
 
+Shared by the batches of a pipeline, and the dead letters::
+
+    proj:cache:{pipeline}:{key}     string  result JSON of an idempotency key (PROJ_CACHE_TTL_S)
+    proj:inflight:{pipeline}:{key}  string  marker JSON: batch, item, runner computing it now
+                                            (TTL the item lease)
+    proj:dlq, proj:dlq:index                dead letters (:mod:`proj.batch.dlq`)
+
 An item is claimed with a lease; a runner that dies leaves leases that expire, or are released
 at once when its own lease is seen gone, and any runner (or ``proj batch resume``) claims those
-items again. Results are written with HSETNX and the
-counters move only on that first write, so an item is counted and stored once however often
-it is run.
+items again. Results are written with HSETNX and the counters move only on that first
+write, so an item is counted and stored once however often it is run. The atomic steps are Lua
+scripts (:mod:`proj.batch.scripts`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from proj import keys
-
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-# Claim up to n items: ready delayed ones first, then new ones, then expired leases.
-# KEYS[1] batch hash, [2] leases, [3] delayed, [4] state
-# ARGV[1] n, [2] lease ms, [3] ttl s
-# Returns the claimed indexes.
-CLAIM = (
-    _NOW
-    + """
-local n, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
-local out = {}
-local function take(idx)
-  if redis.call('HEXISTS', KEYS[4], idx) == 0 then
-    redis.call('ZADD', KEYS[2], now + lease, idx)
-    out[#out + 1] = idx
-  end
-end
-for _, idx in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, n)) do
-  redis.call('ZREM', KEYS[3], idx)
-  take(idx)
-end
-if #out < n then
-  local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
-  local nxt = tonumber(redis.call('HGET', KEYS[1], 'next') or '0')
-  local stop = math.min(total, nxt + n - #out)
-  if stop > nxt then
-    redis.call('HSET', KEYS[1], 'next', stop)
-    for idx = nxt, stop - 1 do take(tostring(idx)) end
-  end
-end
-if #out < n then
-  for _, idx in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, n - #out)) do
-    take(idx)
-  end
-end
-redis.call('HSET', KEYS[1], 'updated', now)
-for i = 1, 4 do redis.call('EXPIRE', KEYS[i], tonumber(ARGV[3])) end
-return out
-"""
-)
-
-# Record finished items. ARGV: ttl s, then triples (index, 'done'|'failed'|'cached', payload)
-# (payload: result JSON, or error JSON for 'failed').
-# KEYS[1] batch hash, [2] leases, [3] state, [4] results, [5] errors
-# Returns {done, failed, total, pass, status} after the update.
-COMPLETE = (
-    _NOW
-    + """
-for i = 2, #ARGV, 3 do
-  local idx, how, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  redis.call('ZREM', KEYS[2], idx)
-  local prev = redis.call('HGET', KEYS[3], idx)
-  if how == 'failed' then
-    if not prev then
-      redis.call('HSET', KEYS[3], idx, 'failed')
-      redis.call('HSET', KEYS[5], idx, payload)
-      redis.call('HINCRBY', KEYS[1], 'failed', 1)
-    end
-  elseif prev ~= 'done' then
-    if redis.call('HSETNX', KEYS[4], idx, payload) == 1 then
-      redis.call('HSET', KEYS[3], idx, 'done')
-      redis.call('HINCRBY', KEYS[1], 'done', 1)
-      if how == 'cached' then redis.call('HINCRBY', KEYS[1], 'cached', 1) end
-      if prev == 'failed' then redis.call('HINCRBY', KEYS[1], 'failed', -1) end
-    end
-  end
-end
-redis.call('HSET', KEYS[1], 'updated', now)
-for i = 1, 5 do redis.call('EXPIRE', KEYS[i], tonumber(ARGV[1])) end
-return redis.call('HMGET', KEYS[1], 'done', 'failed', 'total', 'pass', 'status')
-"""
-)
-
-# Put an item back to run after a wait (deferral, or a retry with backoff).
-# KEYS[1] leases, [2] delayed, [3] attempts; ARGV[1] index, [2] wait ms, [3] count attempt 0|1
-# Returns the attempts so far.
-DELAY = (
-    _NOW
-    + """
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
-if ARGV[3] == '1' then return redis.call('HINCRBY', KEYS[3], ARGV[1], 1) end
-return tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-"""
-)
-
-# After the first pass: give every failed item one more try (the second pass).
-# KEYS[1] batch hash, [2] state, [3] delayed, [4] attempts, [5] leases
-# Returns the number of items re-queued, or -1 if this is not the end of pass 1.
-SECOND_PASS = (
-    _NOW
-    + """
-local h = redis.call('HMGET', KEYS[1], 'done', 'failed', 'total', 'pass')
-if h[4] ~= '1' or tonumber(h[1]) + tonumber(h[2]) < tonumber(h[3]) then return -1 end
-if redis.call('ZCARD', KEYS[5]) > 0 or redis.call('ZCARD', KEYS[3]) > 0 then return -1 end
-redis.call('HSET', KEYS[1], 'pass', '2')
-local n = 0
-local state = redis.call('HGETALL', KEYS[2])
-for i = 1, #state, 2 do
-  if state[i + 1] == 'failed' then
-    redis.call('HDEL', KEYS[2], state[i])
-    redis.call('HSET', KEYS[4], state[i], 0)
-    redis.call('ZADD', KEYS[3], now, state[i])
-    n = n + 1
-  end
-end
-if n > 0 then redis.call('HINCRBY', KEYS[1], 'failed', -n) end
-return n
-"""
-)
-
-# Mark the batch finished, once. KEYS[1] batch hash. Returns 1 for the caller that did it.
-FINISH = (
-    _NOW
-    + """
-local h = redis.call('HMGET', KEYS[1], 'done', 'failed', 'total', 'status')
-if h[4] == 'finished' or tonumber(h[1]) + tonumber(h[2]) < tonumber(h[3]) then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'finished', 'finished', now, 'updated', now)
-return 1
-"""
-)
+from proj.batch import dlq, scripts
 
 
 @dataclass(frozen=True)
@@ -192,16 +75,18 @@ def _s(v: Any) -> str:
 
 
 class BatchStore:
-    """Async access to batches in Redis (one instance per process and event loop)."""
+    """Async access to batches in Redis (one instance per process and event loop): every key
+    of a batch, the result cache and in-flight markers its items share with other batches, and
+    its dead letters. Runners, the submitter and watchers go through it, never Redis itself."""
 
     def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
         self.r = client
         self.ttl_s = ttl_s
-        self._claim = client.register_script(CLAIM)
-        self._complete = client.register_script(COMPLETE)
-        self._delay = client.register_script(DELAY)
-        self._second = client.register_script(SECOND_PASS)
-        self._finish = client.register_script(FINISH)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._complete = client.register_script(scripts.COMPLETE)
+        self._delay = client.register_script(scripts.DELAY)
+        self._second = client.register_script(scripts.SECOND_PASS)
+        self._finish = client.register_script(scripts.FINISH)
 
     @staticmethod
     def k(batch_id: str, part: str | None = None) -> str:
@@ -294,6 +179,10 @@ class BatchStore:
             )
         )
 
+    async def count_attempt(self, batch_id: str, idx: int) -> int:
+        """One more attempt of item ``idx`` (a failure); returns its attempts so far."""
+        return int(await self.r.hincrby(self.k(batch_id, "attempts"), str(idx), 1))
+
     async def second_pass(self, batch_id: str) -> int:
         return int(
             await self._second(
@@ -346,9 +235,18 @@ class BatchStore:
         failed = {_s(k) for k, v in state.items() if _s(v) == "failed"}
         return {int(_s(k)): json.loads(v) for k, v in raw.items() if _s(k) in failed}
 
-    async def item(self, batch_id: str, idx: int) -> dict[str, Any] | None:
-        raw = await self.r.hget(self.k(batch_id, "items"), idx)
-        return None if raw is None else dict(json.loads(raw))
+    async def dead_letter(self, batch_id: str, pipeline: str, errors: Mapping[int, Any]) -> int:
+        """Put the items that failed for good (``errors``: index -> error JSON as recorded)
+        in the dead-letter store with their input; returns how many."""
+        if not errors:
+            return 0
+        raw = await self.r.hmget(self.k(batch_id, "items"), [str(i) for i in errors])
+        entries = [
+            dlq.entry(batch_id, pipeline, idx, None if it is None else dict(json.loads(it)), err)
+            for (idx, err), it in zip(errors.items(), raw, strict=True)
+        ]
+        await dlq.add_async(self.r, entries)
+        return len(entries)
 
     async def batch_ids(self, limit: int = 50) -> list[str]:
         return [_s(b) for b in await self.r.zrevrange(keys.BATCHES, 0, limit - 1)]
@@ -356,3 +254,47 @@ class BatchStore:
     async def meta(self, batch_id: str, field: str) -> str | None:
         v = await self.r.hget(self.k(batch_id), field)
         return None if v is None else _s(v)
+
+    # --- shared by every batch of a pipeline: the result cache, in-flight markers ----------
+    async def cached(self, pipeline: str, item_keys: Sequence[str]) -> list[str | None]:
+        """The cached result JSON of each idempotency key (None: not cached)."""
+        if not item_keys:
+            return []
+        hits = await self.r.mget([keys.cache(pipeline, k) for k in item_keys])
+        return [None if h is None else _s(h) for h in hits]
+
+    async def mark_in_flight(
+        self, pipeline: str, markers: Sequence[tuple[str, str]], ttl_ms: int
+    ) -> list[bool]:
+        """Set each (idempotency key, marker JSON) unless another is there (SET NX, for
+        ``ttl_ms``); True where this call set it."""
+        if not markers:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for key, marker in markers:
+            pipe.set(keys.inflight(pipeline, key), marker, nx=True, px=ttl_ms)
+        return [bool(ok) for ok in await pipe.execute()]
+
+    async def in_flight(self, pipeline: str, item_keys: Sequence[str]) -> list[tuple[str, Any]]:
+        """(marker key, its value now or None) of each idempotency key: what a takeover of a
+        dead runner's marker (:meth:`proj.batch.lease.RunnerLeases.take_marker`) compares."""
+        marker_keys = [keys.inflight(pipeline, k) for k in item_keys]
+        return list(zip(marker_keys, await self.r.mget(marker_keys), strict=True))
+
+    async def clear_in_flight(self, pipeline: str, *item_keys: str) -> None:
+        """Drop the in-flight markers of these idempotency keys (the item is put back)."""
+        await self.r.delete(*(keys.inflight(pipeline, k) for k in item_keys))
+
+    async def settle(
+        self, pipeline: str, results: Mapping[str, str], cache_ttl_s: int, done: Sequence[str]
+    ) -> None:
+        """In one round trip: cache ``results`` (idempotency key -> result JSON) for
+        ``cache_ttl_s``, and drop the in-flight markers of the ``done`` keys."""
+        if not results and not done:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for key, payload in results.items():
+            pipe.set(keys.cache(pipeline, key), payload, ex=cache_ttl_s)
+        if done:
+            pipe.delete(*(keys.inflight(pipeline, k) for k in done))
+        await pipe.execute()

@@ -3,14 +3,18 @@
 handle = proj.batch.submit("leads", items)          # validated, deduplicated, dispatched
 handle.wait(on_progress=print)                       # or watch proj batches / the CLI bar
 handle.results(), handle.errors()
+
+Each call is one event loop and one Redis connection; a watch (``wait``) keeps both for the
+whole watch and reconnects after a lost connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -22,6 +26,7 @@ from proj.batch.pipelines import content_key, get_pipeline
 from proj.batch.store import BatchStore, Progress
 from proj.errors import ProjError
 from proj.pipelines.validation import Rejected
+from proj.resilience.backoff import Backoff
 from proj.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -30,16 +35,23 @@ T = TypeVar("T")
 def reconnect_delay_s(failures: int, interval_s: float, cap_s: float = 2.0) -> float:
     """How long a watcher waits before its next try after ``failures`` failed polls in a row:
     the poll interval, doubling, at most ``cap_s``."""
-    return min(cap_s, interval_s * 2 ** max(0, failures - 1))
+    return Backoff(interval_s, cap_s).delay(failures)
+
+
+@contextlib.asynccontextmanager
+async def _connected(settings: Settings) -> AsyncIterator[BatchStore]:
+    """A batch store on a Redis client of its own (one connection), closed at the end."""
+    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    try:
+        yield BatchStore(client, settings.batch_ttl_s)
+    finally:
+        await client.aclose()
 
 
 def _with_store(fn: Callable[[BatchStore], Awaitable[T]], settings: Settings) -> T:
     async def main() -> T:
-        client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
-        try:
-            return await fn(BatchStore(client, settings.batch_ttl_s))
-        finally:
-            await client.aclose()
+        async with _connected(settings) as store:
+            return await fn(store)
 
     return asyncio.run(main())
 
@@ -58,11 +70,22 @@ class BatchHandle:
     def _settings(self) -> Settings:
         return get_settings()
 
-    def progress(self) -> Progress:
-        p = _with_store(lambda s: s.progress(self.batch_id), self._settings)
+    async def _progress(self, store: BatchStore) -> Progress:
+        p = await store.progress(self.batch_id)
         if p is None:
             raise ProjError(f"batch {self.batch_id!r} not found (expired, or never submitted)")
         return p
+
+    def progress(self) -> Progress:
+        return _with_store(self._progress, self._settings)
+
+    def report(self) -> tuple[Progress, dict[int, Any]]:
+        """The batch's progress and its failures (index -> error), on one connection."""
+
+        async def both(store: BatchStore) -> tuple[Progress, dict[int, Any]]:
+            return await self._progress(store), await store.errors(self.batch_id)
+
+        return _with_store(both, self._settings)
 
     def wait(
         self,
@@ -74,33 +97,38 @@ class BatchHandle:
     ) -> Progress:
         """Poll until the batch is finished; calls ``on_progress`` at each poll.
 
-        A lost Redis connection is tried again (see :func:`reconnect_delay_s`) until
-        ``timeout_s``; ``on_connection`` hears the error when it is lost and None when it is
-        back."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        failures = 0
-        while True:
-            try:
-                p = self.progress()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                failures += 1
-                if failures == 1 and on_connection is not None:
-                    on_connection(exc)
+        One event loop and one Redis connection for the whole watch. A lost connection is
+        tried again (see :func:`reconnect_delay_s`) until ``timeout_s``; ``on_connection``
+        hears the error when it is lost and None when it is back."""
+
+        async def watch(store: BatchStore) -> Progress:
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            failures = 0
+            while True:
+                try:
+                    p = await self._progress(store)
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    failures += 1
+                    if failures == 1 and on_connection is not None:
+                        on_connection(exc)
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(reconnect_delay_s(failures, interval_s))
+                    continue
+                if failures:
+                    failures = 0
+                    if on_connection is not None:
+                        on_connection(None)
+                if on_progress is not None:
+                    on_progress(p)
+                if p.status == "finished":
+                    return p
                 if deadline is not None and time.monotonic() > deadline:
-                    raise
-                time.sleep(reconnect_delay_s(failures, interval_s))
-                continue
-            if failures:
-                failures = 0
-                if on_connection is not None:
-                    on_connection(None)
-            if on_progress is not None:
-                on_progress(p)
-            if p.status == "finished":
-                return p
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"batch {self.batch_id} not finished after {timeout_s}s: {p}")
-            time.sleep(interval_s)
+                    msg = f"batch {self.batch_id} not finished after {timeout_s}s: {p}"
+                    raise TimeoutError(msg)
+                await asyncio.sleep(interval_s)
+
+        return _with_store(watch, self._settings)
 
     def results(self) -> dict[int, Any]:
         return _with_store(lambda s: s.results(self.batch_id), self._settings)

@@ -1,0 +1,29 @@
+"""A batch's last step, run once by the runner that marked it finished: dead-letter what
+still failed after the second pass, then the pipeline's own last step (a summary, a
+notification)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from proj.batch.pipelines import ItemPipeline
+from proj.batch.store import BatchStore
+
+logger = logging.getLogger("proj.batch")
+
+
+async def finalize(store: BatchStore, pipeline: ItemPipeline, batch_id: str) -> None:
+    """Once per batch: dead letters, then ``pipeline.finish``; a failure of the latter is
+    logged (the batch is finished either way)."""
+    errors = await store.errors(batch_id)
+    if errors:
+        n = await store.dead_letter(batch_id, pipeline.name, errors)
+        logger.warning("batch %s: %d items dead-lettered", batch_id, n)
+    started = float(await store.meta(batch_id, "started") or time.time())
+    results = await store.results(batch_id)
+    try:
+        await pipeline.finish(batch_id, results, started)
+    except Exception:
+        logger.exception("batch %s: the pipeline's last step failed", batch_id)
+    logger.info("batch %s finished: %d done, %d failed", batch_id, len(results), len(errors))
