@@ -14,8 +14,8 @@ _s = get_settings()
 
 # --- broker and results -----------------------------------------------------------------
 # One Redis serves as broker and result backend unless CELERY_* overrides say otherwise.
-broker_url = _s.broker_url
-result_backend = _s.result_backend
+broker_url = _s.broker.broker_url
+result_backend = _s.broker.result_backend
 # Say it explicitly: retry the broker connection at start-up (None only warns).
 broker_connection_retry_on_startup = True
 # Keep retrying a lost broker connection forever: workers outlive Redis restarts.
@@ -32,16 +32,16 @@ _priority_steps = list(range(10))
 # everywhere the transport reads it; unacked messages are swept every few seconds so a
 # worker killed with SIGKILL gets its tasks redelivered about visibility_timeout later.
 broker_transport_options = {
-    "visibility_timeout": _s.visibility_timeout_s,
+    "visibility_timeout": _s.broker.visibility_timeout_s,
     "priority_steps": _priority_steps,
     "queue_order_strategy": "priority",
-    "unacked_restore_interval": max(1, min(10, _s.visibility_timeout_s // 10)),
+    "unacked_restore_interval": max(1, min(10, _s.broker.visibility_timeout_s // 10)),
     "unacked_restore_throttle": 1,
     "health_check_interval": 25,
 }
 # The result backend reads the same option name; keep it identical.
 result_backend_transport_options = {
-    "visibility_timeout": _s.visibility_timeout_s,
+    "visibility_timeout": _s.broker.visibility_timeout_s,
     "retry_policy": {"timeout": 5.0},
 }
 # A .delay() while Redis restarts waits for it (retries up to about 14 s) instead of raising
@@ -53,7 +53,7 @@ task_publish_retry_policy = {
     "interval_max": 0.5,
 }
 # Results are forgotten after a day so Redis does not grow without bound.
-result_expires = _s.result_expires_s
+result_expires = _s.broker.result_expires_s
 # Store task name, args and queue with the result so Flower and `proj` can show them.
 result_extended = True
 
@@ -89,19 +89,19 @@ result_backend_max_sleep_between_retries_ms = 1000
 result_backend_max_retries = 120
 # Every task has a soft limit (a catchable SoftTimeLimitExceeded) and a hard limit below the
 # visibility timeout, so no task can outlive its message's reservation.
-task_soft_time_limit = _s.task_soft_time_limit_s
-task_time_limit = _s.task_time_limit_s
+task_soft_time_limit = _s.broker.task_soft_time_limit_s
+task_time_limit = _s.broker.task_time_limit_s
 
 # --- queues and routing -----------------------------------------------------------------
-task_default_queue = _s.bulk_queue
+task_default_queue = _s.queues.bulk_queue
 task_default_exchange = "proj"
-task_default_routing_key = _s.bulk_queue
+task_default_routing_key = _s.queues.bulk_queue
 # Untagged messages would count as 0, the top bucket; give them a middle priority instead.
-task_default_priority = _s.default_priority
+task_default_priority = _s.queues.default_priority
 _exchange = Exchange("proj", type="direct")
 task_queues = (
-    Queue(_s.urgent_queue, _exchange, routing_key=_s.urgent_queue),
-    Queue(_s.bulk_queue, _exchange, routing_key=_s.bulk_queue),
+    Queue(_s.queues.urgent_queue, _exchange, routing_key=_s.queues.urgent_queue),
+    Queue(_s.queues.bulk_queue, _exchange, routing_key=_s.queues.bulk_queue),
 )
 # The triage router decides urgent vs bulk for every message (proj/routing.py).
 task_routes = ("proj.tasks.router.route_task",)

@@ -56,7 +56,7 @@ class _Group(click.Group):
             console.print(f"[red]error:[/] {escape(str(err))}")
             sys.exit(2)
         except (redis.ConnectionError, redis.TimeoutError) as err:
-            url = _hide_password(get_settings().redis_url)
+            url = _hide_password(get_settings().broker.redis_url)
             console.print(f"[red]error:[/] cannot reach Redis at {url}: {escape(str(err))}")
             sys.exit(1)
 

@@ -56,7 +56,7 @@ class BreakerStates:
 
     def __call__(self, name: str) -> tuple[str | None, float | None]:
         policy = self.policy(name)
-        if policy is None or not self.settings.breaker_enabled:
+        if policy is None or not self.settings.breaker.enabled:
             return None, None
         snap = self.store.snapshot(name, policy)
         return snap.state, snap.half_open_at

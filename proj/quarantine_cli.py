@@ -24,7 +24,9 @@ def _store() -> Any:
 
     s = get_settings()
     return Quarantine(
-        redis.Redis.from_url(s.redis_url), max_entries=s.quarantine_max, ttl_s=s.quarantine_ttl_s
+        redis.Redis.from_url(s.broker.redis_url),
+        max_entries=s.quarantine.max,
+        ttl_s=s.quarantine.ttl_s,
     )
 
 

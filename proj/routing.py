@@ -29,7 +29,11 @@ class RoutingPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RoutingPolicy:
-        return cls(settings.urgent_queue, settings.bulk_queue, settings.urgent_priority_max)
+        return cls(
+            settings.queues.urgent_queue,
+            settings.queues.bulk_queue,
+            settings.queues.urgent_priority_max,
+        )
 
 
 def decide_queue(

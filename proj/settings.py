@@ -1,7 +1,15 @@
-"""The one settings object: read from the environment once, validated at start-up.
+"""The one settings object, by section: read from the environment once, validated at start-up.
 
-Every knob has a default and a unit in its name. ``REDIS_URL`` is the only one most users
-set; broker, result backend and (later) breaker and limiter state all live there.
+Each section is a pydantic-settings model with its own prefix, so every environment name is
+the library's (prefix + field, or the alias a field names) and the names users know stay as
+they are: ``PROJ_BATCH_CONCURRENCY`` is ``settings.batch.concurrency``,
+``PROJ_VISIBILITY_TIMEOUT_S`` is ``settings.broker.visibility_timeout_s``, ``REDIS_URL`` is
+``settings.broker.redis_url``. Every knob has a default and a unit in its name.
+
+Entry points (the worker, ``proj``, the app when a task runs) read it once through
+:func:`get_settings`; nothing reads it when proj is imported, so a program may set a variable
+after ``import proj``. The policy objects (breaker, adaptive, rate limits) are built here, from
+the sections, and nowhere else.
 """
 
 from __future__ import annotations
@@ -42,41 +50,42 @@ DEFAULT_PRICES = {
 }
 
 
-class Settings(BaseSettings):
-    """All of proj's configuration. Environment variables are ``PROJ_<FIELD>`` unless noted."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="PROJ_",
+def _config(prefix: str = "PROJ_") -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=prefix,
         extra="ignore",
         frozen=True,
         populate_by_name=True,
         env_ignore_empty=True,  # VAR= is unset, as a shell user means it
     )
 
-    # --- where things live -------------------------------------------------------------
+
+def _alias(*names: str) -> Any:
+    """The environment names of a field whose name is not prefix + field (the first is the
+    one users are told about)."""
+    return AliasChoices(*names)
+
+
+class BrokerSettings(BaseSettings):
+    """Where messages and results live, and how long a message is reserved."""
+
+    model_config = _config()
+
     redis_url: str = Field(
         DEFAULT_REDIS_URL,
-        validation_alias=AliasChoices("REDIS_URL", "PROJ_REDIS_URL"),
+        validation_alias=_alias("REDIS_URL", "PROJ_REDIS_URL", "redis_url"),
         description="Redis for broker, results, breaker and limiter state (env REDIS_URL).",
     )
     broker_url_override: str | None = Field(
         None,
-        validation_alias="CELERY_BROKER_URL",
+        validation_alias=_alias("CELERY_BROKER_URL", "broker_url_override"),
         description="Overrides the broker URL only (env CELERY_BROKER_URL).",
     )
     result_backend_override: str | None = Field(
         None,
-        validation_alias="CELERY_RESULT_BACKEND",
+        validation_alias=_alias("CELERY_RESULT_BACKEND", "result_backend_override"),
         description="Overrides the result backend only (env CELERY_RESULT_BACKEND).",
     )
-    state_dir: Path = Field(Path(".proj"), description="Project-local state: Redis data, logs.")
-    redis_server: str = Field(
-        "auto",
-        description="redis-server for the embedded stack: auto (PATH, else the embedded "
-        "extra's binary), embedded, or a path.",
-    )
-
-    # --- delivery guarantees -------------------------------------------------------------
     visibility_timeout_s: int = Field(
         3600, gt=0, description="Unacked message is redelivered after this long."
     )
@@ -88,7 +97,51 @@ class Settings(BaseSettings):
     )
     result_expires_s: int = Field(86400, gt=0, description="Results are forgotten after this.")
 
-    # --- routing -------------------------------------------------------------------------
+    @model_validator(mode="after")
+    def _check(self) -> BrokerSettings:
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise ValueError(
+                "PROJ_TASK_SOFT_TIME_LIMIT_S must be below PROJ_TASK_TIME_LIMIT_S, got "
+                f"{self.task_soft_time_limit_s} >= {self.task_time_limit_s}"
+            )
+        if self.task_time_limit_s >= self.visibility_timeout_s:
+            raise ValueError(
+                "PROJ_TASK_TIME_LIMIT_S must be below PROJ_VISIBILITY_TIMEOUT_S (a task still "
+                f"running when its message becomes visible again runs twice), got "
+                f"{self.task_time_limit_s} >= {self.visibility_timeout_s}"
+            )
+        for name in ("redis_url", "broker_url_override", "result_backend_override"):
+            url = getattr(self, name)
+            if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+                env = env_name(BrokerSettings, name)
+                raise ValueError(f"{env} must be a redis://, rediss:// or unix:// URL, got {url!r}")
+        return self
+
+    @property
+    def broker_url(self) -> str:
+        return self.broker_url_override or self.redis_url
+
+    @property
+    def result_backend(self) -> str:
+        return self.result_backend_override or self.redis_url
+
+    @property
+    def redis_url_is_explicit(self) -> bool:
+        """True when the user pointed proj at a Redis (so ``proj up`` must not start one)."""
+        return "redis_url" in self.model_fields_set
+
+    @property
+    def max_countdown_s(self) -> float:
+        """Longest countdown proj may schedule: half the visibility timeout, so it is never
+        redelivered while it waits."""
+        return self.visibility_timeout_s / 2
+
+
+class QueueSettings(BaseSettings):
+    """The two queues, how a message is routed to one, and the model triage picks."""
+
+    model_config = _config()
+
     default_priority: Priority = Field(
         5, description="Priority of a message sent without one; 0 is the most urgent on Redis."
     )
@@ -97,42 +150,12 @@ class Settings(BaseSettings):
     )
     urgent_queue: str = Field("urgent", min_length=1)
     bulk_queue: str = Field("bulk", min_length=1)
-
-    # --- the local stack (proj up / proj demo) -------------------------------------------
-    urgent_concurrency: int = Field(4, ge=1, le=512)
-    bulk_concurrency: int = Field(20, ge=1, le=512)
-    flower_port: int = Field(0, ge=0, le=65535, description="0 picks a free port.")
-    flower_basic_auth: str | None = Field(
-        None,
-        validation_alias=AliasChoices("FLOWER_BASIC_AUTH", "PROJ_FLOWER_BASIC_AUTH"),
-        description="user:password for Flower; generated and printed when unset.",
+    triage_queue_by_urgency: dict[str, str] = Field(
+        default_factory=lambda: {"high": "urgent", "normal": "bulk", "low": "bulk"},
+        description="JSON: urgency (high, normal, low) -> queue.",
     )
-
-    # --- providers ------------------------------------------------------------------------
-    provider_base_url: str | None = Field(
-        None,
-        validation_alias=AliasChoices("PROVIDER_BASE_URL", "PROJ_PROVIDER_BASE_URL"),
-        description="OpenAI-compatible API root, e.g. https://api.openai.com "
-        "(env PROVIDER_BASE_URL).",
-    )
-    provider_api_key: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("PROVIDER_API_KEY", "PROJ_PROVIDER_API_KEY"),
-        description="Bearer key for the AI provider (env PROVIDER_API_KEY); never logged.",
-    )
-    lookup_base_url: str | None = Field(
-        None, description="Company and person lookup API root; defaults to PROVIDER_BASE_URL."
-    )
-    lookup_api_key: SecretStr | None = Field(None, description="Bearer key for the lookup API.")
-    http_timeout_s: float = Field(30.0, gt=0, description="Whole-call limit of one HTTP call.")
-    http_connect_timeout_s: float = Field(5.0, gt=0)
-    http_max_connections: int = Field(1000, ge=1, description="Per worker process.")
-    branch_timeout_override_s: float | None = Field(
-        None,
-        gt=0,
-        validation_alias=AliasChoices("PROJ_BRANCH_TIMEOUT_S", "branch_timeout_s"),
-        description="A fan-out branch slower than this is a timeout error; by default 60 s, "
-        "or 80% of the soft time limit if that is shorter.",
+    triage_complex_min_chars: int = Field(
+        1200, ge=1, description="Text at least this long is complex work (the large model)."
     )
     model_small: str = Field("gpt-4o-mini", min_length=1, description="Model for simple work.")
     model_large: str = Field("gpt-4o", min_length=1, description="Model for complex work.")
@@ -141,24 +164,26 @@ class Settings(BaseSettings):
         description='JSON: {"model": {"input_per_1m_usd": x, "output_per_1m_usd": y}}.',
     )
 
-    # --- triage ---------------------------------------------------------------------------
-    triage_queue_by_urgency: dict[str, str] = Field(
-        default_factory=lambda: {"high": "urgent", "normal": "bulk", "low": "bulk"},
-        description="JSON: urgency (high, normal, low) -> queue.",
-    )
-    triage_complex_min_chars: int = Field(
-        1200, ge=1, description="Text at least this long is complex work (the large model)."
-    )
+    @model_validator(mode="after")
+    def _check(self) -> QueueSettings:
+        if self.urgent_queue == self.bulk_queue:
+            raise ValueError(
+                f"PROJ_URGENT_QUEUE and PROJ_BULK_QUEUE must differ, both are {self.urgent_queue!r}"
+            )
+        for urgency, queue in self.triage_queue_by_urgency.items():
+            if queue not in (self.urgent_queue, self.bulk_queue):
+                raise ValueError(
+                    f"PROJ_TRIAGE_QUEUE_BY_URGENCY[{urgency!r}] must be "
+                    f"{self.urgent_queue!r} or {self.bulk_queue!r}, got {queue!r}"
+                )
+        return self
 
-    # --- results --------------------------------------------------------------------------
-    database_url: str | None = Field(
-        None, description="SQLAlchemy URL for enriched_leads; SQLite in PROJ_STATE_DIR if unset."
-    )
-    notify_webhook_url: SecretStr | None = Field(
-        None, description="POST pipeline summaries here; a log line when unset."
-    )
 
-    # --- retries ----------------------------------------------------------------------------
+class RetrySettings(BaseSettings):
+    """Retries of transient failures, and how long a fan-out branch may take."""
+
+    model_config = _config()
+
     task_max_retries: int = Field(
         5, ge=0, description="Retries of a transient failure (timeout, 5xx) before a task fails."
     )
@@ -171,189 +196,271 @@ class Settings(BaseSettings):
         description="429s in a row after which a task fails (an exhausted quota); an open "
         "breaker or a rate-limit wait never fails a task.",
     )
+    branch_timeout_override_s: float | None = Field(
+        None,
+        gt=0,
+        validation_alias=_alias("PROJ_BRANCH_TIMEOUT_S", "branch_timeout_override_s"),
+        description="A fan-out branch slower than this is a timeout error; by default 60 s, "
+        "or 80% of the soft time limit if that is shorter.",
+    )
 
-    # --- circuit breakers (one per dependency; PROJ_BREAKERS overrides per name) -------------
-    breaker_enabled: bool = Field(True, description="Off: calls are never paused (tests, debug).")
-    breaker_failure_rate: float = Field(0.2, gt=0, lt=1, description="Opens above this rate.")
-    breaker_window_s: float = Field(10.0, gt=0, description="Sliding window length.")
-    breaker_window_buckets: int = Field(10, ge=1, le=600)
-    breaker_min_calls: int = Field(20, ge=1, description="Fewer calls in the window never open it.")
-    breaker_open_s: float = Field(30.0, gt=0, description="Open this long before one probe.")
-    breaker_probes: int = Field(1, ge=1, description="Half-open probes at once, cluster-wide.")
-    breaker_probe_lease_s: float = Field(
+
+class BreakerSettings(BaseSettings):
+    """The defaults of every circuit breaker (one per dependency), and overrides per name."""
+
+    model_config = _config("PROJ_BREAKER_")
+
+    enabled: bool = Field(True, description="Off: calls are never paused (tests, debug).")
+    failure_rate: float = Field(0.2, gt=0, lt=1, description="Opens above this rate.")
+    window_s: float = Field(10.0, gt=0, description="Sliding window length.")
+    window_buckets: int = Field(10, ge=1, le=600)
+    min_calls: int = Field(20, ge=1, description="Fewer calls in the window never open it.")
+    open_s: float = Field(30.0, gt=0, description="Open this long before one probe.")
+    probes: int = Field(1, ge=1, description="Half-open probes at once, cluster-wide.")
+    probe_lease_s: float = Field(
         60.0, gt=0, description="A probe that never reports frees its slot after this."
     )
-    breaker_half_open_wait_s: float = Field(1.0, gt=0)
-    breaker_cache_s: float = Field(
+    half_open_wait_s: float = Field(1.0, gt=0)
+    cache_s: float = Field(
         0.1, ge=0, le=5, description="How long a process trusts a 'closed' answer."
     )
-    breakers: dict[str, dict[str, Any]] = Field(
+    overrides: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
+        validation_alias=_alias("PROJ_BREAKERS", "overrides"),
         description='JSON per-breaker overrides: {"ai": {"open_s": 60, "failure_rate": 0.5}}.',
     )
 
-    # --- adaptive concurrency (per worker node) -------------------------------------------
-    adaptive_enabled: bool = Field(
+    def defaults(self) -> dict[str, Any]:
+        """The PROJ_BREAKER_* values as :class:`BreakerPolicy` fields."""
+        return {
+            name: getattr(self, name)
+            for name in BreakerPolicy.model_fields
+            if name in type(self).model_fields
+        }
+
+
+class AdaptiveSettings(BaseSettings):
+    """Adaptive concurrency, per worker node."""
+
+    model_config = _config("PROJ_ADAPTIVE_")
+
+    enabled: bool = Field(
         False,
-        validation_alias=AliasChoices("PROJ_ADAPTIVE_CONCURRENCY", "adaptive_enabled"),
+        validation_alias=_alias("PROJ_ADAPTIVE_CONCURRENCY", "enabled"),
         description="Run the adaptive controller in every worker (or pass --adaptive).",
     )
-    adaptive_start: int = Field(
-        5, ge=1, description="Pool size proj up starts adaptive workers at."
-    )
-    adaptive_min: int = Field(2, ge=1)
-    adaptive_max: int = Field(10, ge=1)
-    adaptive_target_success: float = Field(0.95, gt=0, lt=1)
-    adaptive_increase: int = Field(1, ge=1)
-    adaptive_decrease_ratio: float = Field(0.9, gt=0, lt=1)
-    adaptive_cooldown_s: float = Field(2.0, ge=0)
-    adaptive_window_s: float = Field(10.0, gt=0)
-    adaptive_min_samples: int = Field(20, ge=1)
-    adaptive_tick_s: float = Field(0.5, gt=0)
+    start: int = Field(5, ge=1, description="Pool size proj up starts adaptive workers at.")
+    min: int = Field(2, ge=1)
+    max: int = Field(10, ge=1)
+    target_success: float = Field(0.95, gt=0, lt=1)
+    increase: int = Field(1, ge=1)
+    decrease_ratio: float = Field(0.9, gt=0, lt=1)
+    cooldown_s: float = Field(2.0, ge=0)
+    window_s: float = Field(10.0, gt=0)
+    min_samples: int = Field(20, ge=1)
+    tick_s: float = Field(0.5, gt=0)
 
-    # --- global rate limits (per dependency, shared by all workers) -------------------------
-    rate_limits: dict[str, Any] = Field(
+    @model_validator(mode="after")
+    def _check(self) -> AdaptiveSettings:
+        try:
+            self.policy()
+        except pydantic.ValidationError as err:
+            e = err.errors()[0]
+            raise ValueError(f"PROJ_ADAPTIVE_*: {e['msg'].removeprefix('Value error, ')}") from None
+        return self
+
+    def policy(self, **overrides: Any) -> ConcurrencyPolicy:
+        """The adaptive controller's policy (``overrides`` from worker options)."""
+        values = {
+            "start": self.start,
+            "minimum": self.min,
+            "maximum": self.max,
+            "target_success": self.target_success,
+            "increase": self.increase,
+            "decrease_ratio": self.decrease_ratio,
+            "cooldown_s": self.cooldown_s,
+            "window_s": self.window_s,
+            "min_samples": self.min_samples,
+            **overrides,
+        }
+        values["start"] = min(values["maximum"], max(values["minimum"], values["start"]))
+        return ConcurrencyPolicy(**values)
+
+
+class RateLimitSettings(BaseSettings):
+    """Global rate limits (per dependency, shared by all workers)."""
+
+    model_config = _config("PROJ_RATE_LIMIT_")
+
+    specs: dict[str, Any] = Field(
         default_factory=dict,
+        validation_alias=_alias("PROJ_RATE_LIMITS", "specs"),
         description='JSON: {"ai": "50/s", "company": {"rate": "20/s", "burst": 5}}.',
     )
-    rate_limit_max_wait_s: float = Field(
+    max_wait_s: float = Field(
         5.0, ge=0, description="Sleep for a slot up to this long; defer the task beyond it."
     )
-    rate_limit_headroom: float = Field(
+    headroom: float = Field(
         0.02,
         ge=0,
         lt=0.5,
         description="Run limits this much below nominal, so network jitter never makes the "
         "provider see more than the limit in any second.",
     )
-    rate_limited_pause_s: float = Field(
-        0.25, ge=0, description="After a 429 with no Retry-After, the caller waits this long."
+    pause_s: float = Field(
+        0.25,
+        ge=0,
+        validation_alias=_alias("PROJ_RATE_LIMITED_PAUSE_S", "pause_s"),
+        description="After a 429 with no Retry-After, the caller waits this long.",
     )
 
-    # --- batches ---------------------------------------------------------------------------
-    batch_concurrency: int = Field(250, ge=1, le=5000, description="Calls in flight per runner.")
-    batch_runners: int = Field(2, ge=1, le=512, description="Runner tasks a large batch gets.")
-    batch_small_max: int = Field(
+    @model_validator(mode="after")
+    def _check(self) -> RateLimitSettings:
+        for name, spec in self.specs.items():
+            try:
+                parse_rate(spec)
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"PROJ_RATE_LIMITS[{name!r}]: {err}") from None
+        return self
+
+
+class BatchSettings(BaseSettings):
+    """Batches: runners, leases, the result cache and item retries."""
+
+    model_config = _config("PROJ_BATCH_")
+
+    concurrency: int = Field(250, ge=1, le=5000, description="Calls in flight per runner.")
+    runners: int = Field(2, ge=1, le=512, description="Runner tasks a large batch gets.")
+    small_max: int = Field(
         250, ge=0, description="Batches this small get one runner (bench/batch_small.py)."
     )
-    batch_slice: int = Field(50, ge=1, description="Items a runner claims at a time.")
-    batch_lease_s: float = Field(
+    slice: int = Field(50, ge=1, description="Items a runner claims at a time.")
+    lease_s: float = Field(
         120.0, gt=0, description="A claimed item not finished by then is claimed again."
     )
-    batch_runner_lease_s: float = Field(
+    runner_lease_s: float = Field(
         30.0,
         gt=0,
         description="A runner renews its lease every third of this; once it lapses the runner "
         "counts as dead and a worker's watchdog starts the batch again.",
     )
-    batch_watchdog_interval_s: float = Field(
+    watchdog_interval_s: float = Field(
         5.0,
         ge=0,
         description="Every worker looks this often for batches whose runners died; 0: never.",
     )
-    batch_runner_budget_override_s: float | None = Field(
+    runner_budget_override_s: float | None = Field(
         None,
         gt=0,
-        validation_alias=AliasChoices("PROJ_BATCH_RUNNER_BUDGET_S", "batch_runner_budget_s"),
+        validation_alias=_alias("PROJ_BATCH_RUNNER_BUDGET_S", "runner_budget_override_s"),
         description="A runner hands over to a fresh task after this long (below the soft limit).",
     )
-    batch_ttl_s: int = Field(7 * 86400, gt=0, description="Batch state is kept this long.")
-    cache_ttl_s: int = Field(86400, ge=0, description="Results are reused for identical input.")
-    retry_backoff_s: float = Field(1.0, gt=0, description="First retry delay; doubles each time.")
-
-    # --- poison messages (proj quarantine) ----------------------------------------------------
-    quarantine_max: int = Field(
-        10_000, gt=0, description="At most this many quarantined messages are kept (oldest go)."
+    ttl_s: int = Field(7 * 86400, gt=0, description="Batch state is kept this long.")
+    cache_ttl_s: int = Field(
+        86400,
+        ge=0,
+        validation_alias=_alias("PROJ_CACHE_TTL_S", "cache_ttl_s"),
+        description="Results are reused for identical input.",
     )
-    quarantine_ttl_s: int = Field(
-        7 * 86400, gt=0, description="A quarantined message is kept this long."
-    )
-    quarantine_body_max: int = Field(
-        256 * 1024, gt=0, description="A quarantined body is kept up to this many bytes."
-    )
-
-    # --- deferred work (parked in Redis, moved back by every worker) ----------------------
-    parking_tick_s: float = Field(
-        0.5, gt=0, le=60, description="Every worker moves due parked tasks this often."
-    )
-    parking_batch: int = Field(
-        50, ge=1, description="At most this many tasks of one lot move per tick per worker."
-    )
-    parking_lease_s: float = Field(
-        30.0, gt=0, description="A mover's claim on parked tasks lapses after this."
+    retry_backoff_s: float = Field(
+        1.0,
+        gt=0,
+        validation_alias=_alias("PROJ_RETRY_BACKOFF_S", "retry_backoff_s"),
+        description="First retry delay; doubles each time.",
     )
 
-    # --- declared dependencies (config/dependencies.toml) ----------------------------------
+
+class ResultSettings(BaseSettings):
+    """Where results are stored and summaries sent."""
+
+    model_config = _config()
+
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL for enriched_leads; SQLite in PROJ_STATE_DIR if unset."
+    )
+    notify_webhook_url: SecretStr | None = Field(
+        None, description="POST pipeline summaries here; a log line when unset."
+    )
+
+
+class ProviderSettings(BaseSettings):
+    """The AI provider and lookup API, the HTTP client's limits, and the declared
+    dependencies (config/dependencies.toml)."""
+
+    model_config = _config()
+
+    provider_base_url: str | None = Field(
+        None,
+        validation_alias=_alias("PROVIDER_BASE_URL", "PROJ_PROVIDER_BASE_URL", "provider_base_url"),
+        description="OpenAI-compatible API root, e.g. https://api.openai.com "
+        "(env PROVIDER_BASE_URL).",
+    )
+    provider_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_alias("PROVIDER_API_KEY", "PROJ_PROVIDER_API_KEY", "provider_api_key"),
+        description="Bearer key for the AI provider (env PROVIDER_API_KEY); never logged.",
+    )
+    lookup_base_url: str | None = Field(
+        None, description="Company and person lookup API root; defaults to PROVIDER_BASE_URL."
+    )
+    lookup_api_key: SecretStr | None = Field(None, description="Bearer key for the lookup API.")
+    http_timeout_s: float = Field(30.0, gt=0, description="Whole-call limit of one HTTP call.")
+    http_connect_timeout_s: float = Field(5.0, gt=0)
+    http_max_connections: int = Field(1000, ge=1, description="Per worker process.")
     dependencies_file: Path | None = Field(
         None, description="A TOML file of the deployment's dependencies, merged over proj's."
     )
     dependencies_env: dict[str, Any] = Field(
         default_factory=dict,
-        validation_alias=AliasChoices("PROJ_DEPENDENCIES", "dependencies_env"),
+        validation_alias=_alias("PROJ_DEPENDENCIES", "dependencies_env"),
         description='JSON per-dependency fields: {"payments": {"rate": "20/s"}}.',
     )
 
-    # --- simulated provider ---------------------------------------------------------------
-    sim_port: int = Field(0, ge=0, le=65535, description="proj sim / proj up port; 0 picks one.")
-
     @model_validator(mode="after")
-    def _check_limits(self) -> Settings:
-        if self.task_soft_time_limit_s >= self.task_time_limit_s:
-            raise ValueError(
-                "PROJ_TASK_SOFT_TIME_LIMIT_S must be below PROJ_TASK_TIME_LIMIT_S, got "
-                f"{self.task_soft_time_limit_s} >= {self.task_time_limit_s}"
-            )
-        if self.task_time_limit_s >= self.visibility_timeout_s:
-            raise ValueError(
-                "PROJ_TASK_TIME_LIMIT_S must be below PROJ_VISIBILITY_TIMEOUT_S (a task still "
-                f"running when its message becomes visible again runs twice), got "
-                f"{self.task_time_limit_s} >= {self.visibility_timeout_s}"
-            )
-        if self.urgent_queue == self.bulk_queue:
-            raise ValueError(
-                f"PROJ_URGENT_QUEUE and PROJ_BULK_QUEUE must differ, both are {self.urgent_queue!r}"
-            )
-        if self.branch_timeout_s >= self.task_soft_time_limit_s:
-            # Only reachable when PROJ_BRANCH_TIMEOUT_S is set explicitly.
-            raise ValueError(
-                "PROJ_BRANCH_TIMEOUT_S must be below PROJ_TASK_SOFT_TIME_LIMIT_S, got "
-                f"{self.branch_timeout_s} >= {self.task_soft_time_limit_s}"
-            )
-        for urgency, queue in self.triage_queue_by_urgency.items():
-            if queue not in (self.urgent_queue, self.bulk_queue):
-                raise ValueError(
-                    f"PROJ_TRIAGE_QUEUE_BY_URGENCY[{urgency!r}] must be "
-                    f"{self.urgent_queue!r} or {self.bulk_queue!r}, got {queue!r}"
-                )
-        for name in self.breakers:
-            try:
-                self.breaker_policy(name)
-            except pydantic.ValidationError as err:
-                e = err.errors()[0]
-                field = ".".join(str(p) for p in e.get("loc", ()))
-                raise ValueError(
-                    f"PROJ_BREAKERS[{name!r}].{field}: {e['msg']}, got {e.get('input')!r}"
-                ) from None
-        if self.batch_runner_budget_s >= self.task_soft_time_limit_s:
-            raise ValueError(
-                "PROJ_BATCH_RUNNER_BUDGET_S must be below PROJ_TASK_SOFT_TIME_LIMIT_S, got "
-                f"{self.batch_runner_budget_s} >= {self.task_soft_time_limit_s}"
-            )
-        for name, spec in self.rate_limits.items():
-            try:
-                parse_rate(spec)
-            except (ValueError, TypeError) as err:
-                raise ValueError(f"PROJ_RATE_LIMITS[{name!r}]: {err}") from None
-        try:
-            self.concurrency_policy()
-        except pydantic.ValidationError as err:
-            e = err.errors()[0]
-            raise ValueError(f"PROJ_ADAPTIVE_*: {e['msg'].removeprefix('Value error, ')}") from None
+    def _check(self) -> ProviderSettings:
         for name in ("provider_base_url", "lookup_base_url"):
             url = getattr(self, name)
             if url is not None and not url.startswith(("http://", "https://")):
-                raise ValueError(f"{_env_name(name)} must be an http(s) URL, got {url!r}")
-        self._resolve_dependencies()
+                raise ValueError(
+                    f"{env_name(ProviderSettings, name)} must be an http(s) URL, got {url!r}"
+                )
+        return self
+
+    @property
+    def lookup_url(self) -> str | None:
+        return self.lookup_base_url or self.provider_base_url
+
+    @property
+    def lookup_key(self) -> SecretStr | None:
+        """The lookup API's key; the provider's when lookups share the provider's URL."""
+        if self.lookup_api_key is not None or self.lookup_base_url is not None:
+            return self.lookup_api_key
+        return self.provider_api_key
+
+
+class StackSettings(BaseSettings):
+    """The local stack (``proj up``, ``proj demo``): state, processes, Flower, simulator."""
+
+    model_config = _config()
+
+    state_dir: Path = Field(Path(".proj"), description="Project-local state: Redis data, logs.")
+    redis_server: str = Field(
+        "auto",
+        description="redis-server for the embedded stack: auto (PATH, else the embedded "
+        "extra's binary), embedded, or a path.",
+    )
+    urgent_concurrency: int = Field(4, ge=1, le=512)
+    bulk_concurrency: int = Field(20, ge=1, le=512)
+    flower_port: int = Field(0, ge=0, le=65535, description="0 picks a free port.")
+    flower_basic_auth: str | None = Field(
+        None,
+        validation_alias=_alias("FLOWER_BASIC_AUTH", "PROJ_FLOWER_BASIC_AUTH", "flower_basic_auth"),
+        description="user:password for Flower; generated and printed when unset.",
+    )
+    sim_port: int = Field(0, ge=0, le=65535, description="proj sim / proj up port; 0 picks one.")
+
+    @model_validator(mode="after")
+    def _check(self) -> StackSettings:
         if self.flower_basic_auth is not None:
             user, sep, password = self.flower_basic_auth.partition(":")
             if not (sep and user and password):
@@ -361,47 +468,151 @@ class Settings(BaseSettings):
                     "FLOWER_BASIC_AUTH must be user:password, both non-empty "
                     f"(got a value of {len(self.flower_basic_auth)} characters)"
                 )
-        for name in ("redis_url", "broker_url_override", "result_backend_override"):
-            url = getattr(self, name)
-            if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-                env = _ENV_NAMES.get(name, "PROJ_" + name.upper())
-                raise ValueError(f"{env} must be a redis://, rediss:// or unix:// URL, got {url!r}")
         return self
 
+    def flower_credentials(self) -> tuple[str, str]:
+        """(user, password) for Flower, generating a password when none is configured."""
+        if self.flower_basic_auth:
+            user, _, password = self.flower_basic_auth.partition(":")
+            return user, password
+        return "proj", secrets.token_urlsafe(12)
+
+
+class QuarantineSettings(BaseSettings):
+    """Poison messages (``proj quarantine``)."""
+
+    model_config = _config("PROJ_QUARANTINE_")
+
+    max: int = Field(
+        10_000, gt=0, description="At most this many quarantined messages are kept (oldest go)."
+    )
+    ttl_s: int = Field(7 * 86400, gt=0, description="A quarantined message is kept this long.")
+    body_max: int = Field(
+        256 * 1024, gt=0, description="A quarantined body is kept up to this many bytes."
+    )
+
+
+class ParkingSettings(BaseSettings):
+    """Deferred work (parked in Redis, moved back by every worker)."""
+
+    model_config = _config("PROJ_PARKING_")
+
+    tick_s: float = Field(
+        0.5, gt=0, le=60, description="Every worker moves due parked tasks this often."
+    )
+    batch: int = Field(
+        50, ge=1, description="At most this many tasks of one lot move per tick per worker."
+    )
+    lease_s: float = Field(
+        30.0, gt=0, description="A mover's claim on parked tasks lapses after this."
+    )
+
+
+#: Section name -> its model, in the order the sections are read.
+SECTIONS: dict[str, type[BaseSettings]] = {
+    "broker": BrokerSettings,
+    "queues": QueueSettings,
+    "retries": RetrySettings,
+    "breaker": BreakerSettings,
+    "adaptive": AdaptiveSettings,
+    "limits": RateLimitSettings,
+    "batch": BatchSettings,
+    "results": ResultSettings,
+    "providers": ProviderSettings,
+    "stack": StackSettings,
+    "quarantine": QuarantineSettings,
+    "parking": ParkingSettings,
+}
+
+
+def env_name(section: type[BaseSettings], field: str) -> str:
+    """The environment variable of ``field``: the first name of its alias, else the section's
+    prefix + the field, as pydantic-settings reads it."""
+    info = section.model_fields[field]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        first = alias.choices[0]
+        return first if isinstance(first, str) else field.upper()
+    if isinstance(alias, str):
+        return alias
+    return f"{section.model_config.get('env_prefix', '')}{field}".upper()
+
+
+class Settings(BaseModel):
+    """All of proj's configuration, one section per concern."""
+
+    model_config = {"frozen": True}
+
+    broker: BrokerSettings
+    queues: QueueSettings
+    retries: RetrySettings
+    breaker: BreakerSettings
+    adaptive: AdaptiveSettings
+    limits: RateLimitSettings
+    batch: BatchSettings
+    results: ResultSettings
+    providers: ProviderSettings
+    stack: StackSettings
+    quarantine: QuarantineSettings
+    parking: ParkingSettings
+
     _deps: dict[str, Dependency] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        """Rules across sections, then the declared dependencies."""
+        soft = self.broker.task_soft_time_limit_s
+        if self.branch_timeout_s >= soft:
+            # Only reachable when PROJ_BRANCH_TIMEOUT_S is set explicitly.
+            raise ValueError(
+                "PROJ_BRANCH_TIMEOUT_S must be below PROJ_TASK_SOFT_TIME_LIMIT_S, got "
+                f"{self.branch_timeout_s} >= {soft}"
+            )
+        if self.batch_runner_budget_s >= soft:
+            raise ValueError(
+                "PROJ_BATCH_RUNNER_BUDGET_S must be below PROJ_TASK_SOFT_TIME_LIMIT_S, got "
+                f"{self.batch_runner_budget_s} >= {soft}"
+            )
+        for name in self.breaker.overrides:
+            self._check_breaker(name, f"PROJ_BREAKERS[{name!r}].")
+        self._resolve_dependencies()
+        return self
+
+    def _check_breaker(self, name: str, where: str) -> None:
+        try:
+            self.breaker_policy(name)
+        except pydantic.ValidationError as err:
+            e = err.errors()[0]
+            field = ".".join(str(p) for p in e.get("loc", ()))
+            raise ValueError(f"{where}{field}: {e['msg']}, got {e.get('input')!r}") from None
 
     def _resolve_dependencies(self) -> None:
         """Load the declarations (proj's, the deployment's file, PROJ_DEPENDENCIES) and take
         their URLs and keys from the environment (the settings fields when set)."""
+        p = self.providers
         shipped = resources.files("proj.config").joinpath("dependencies.toml").read_text()
         user = None
-        if self.dependencies_file is not None:
+        if p.dependencies_file is not None:
             try:
-                user = self.dependencies_file.read_text()
+                user = p.dependencies_file.read_text()
             except OSError as err:
                 raise ValueError(
-                    f"PROJ_DEPENDENCIES_FILE: cannot read {str(self.dependencies_file)!r}: "
+                    f"PROJ_DEPENDENCIES_FILE: cannot read {str(p.dependencies_file)!r}: "
                     f"{err.strerror}"
                 ) from None
         environ = dict(os.environ)
-        for fld, env in _DEPENDENCY_FIELDS.items():
-            value = getattr(self, fld)
+        for section, field in _DEPENDENCY_FIELDS:
+            value = getattr(getattr(self, section), field)
             if value is not None:
+                env = env_name(SECTIONS[section], field)
                 environ[env] = value.get_secret_value() if isinstance(value, SecretStr) else value
         try:
-            decls = dependencies.declarations(shipped, user, self.dependencies_env)
-            self._deps = dependencies.resolve(decls, environ, timeout_s=self.http_timeout_s)
+            decls = dependencies.declarations(shipped, user, p.dependencies_env)
+            self._deps = dependencies.resolve(decls, environ, timeout_s=p.http_timeout_s)
         except dependencies.DependencyError as err:
             raise ValueError(str(err)) from None
         for name in self._deps:
-            try:
-                self.breaker_policy(name)
-            except pydantic.ValidationError as err:
-                e = err.errors()[0]
-                field = ".".join(str(p) for p in e.get("loc", ()))
-                raise ValueError(
-                    f"dependency {name!r}: breaker.{field} {e['msg']}, got {e.get('input')!r}"
-                ) from None
+            self._check_breaker(name, f"dependency {name!r}: breaker.")
 
     # --- declared dependencies -------------------------------------------------------------
     @property
@@ -439,92 +650,43 @@ class Settings(BaseSettings):
             if d.enabled and not d.any_host and (d.base_url is not None or not d.optional)
         )
 
-    # --- derived values ------------------------------------------------------------------
-    @property
-    def broker_url(self) -> str:
-        return self.broker_url_override or self.redis_url
-
-    @property
-    def result_backend(self) -> str:
-        return self.result_backend_override or self.redis_url
-
-    @property
-    def redis_url_is_explicit(self) -> bool:
-        """True when the user pointed proj at a Redis (so ``proj up`` must not start one)."""
-        return "redis_url" in self.model_fields_set
-
-    @property
-    def max_countdown_s(self) -> float:
-        """Longest countdown proj may schedule: half the visibility timeout, so it is never
-        redelivered while it waits."""
-        return self.visibility_timeout_s / 2
-
-    @property
-    def lookup_url(self) -> str | None:
-        return self.lookup_base_url or self.provider_base_url
-
+    # --- values across sections ----------------------------------------------------------
     @property
     def branch_timeout_s(self) -> float:
-        if self.branch_timeout_override_s is not None:
-            return self.branch_timeout_override_s
-        return min(60.0, 0.8 * self.task_soft_time_limit_s)
+        if self.retries.branch_timeout_override_s is not None:
+            return self.retries.branch_timeout_override_s
+        return min(60.0, 0.8 * self.broker.task_soft_time_limit_s)
 
     @property
     def batch_runner_budget_s(self) -> float:
-        if self.batch_runner_budget_override_s is not None:
-            return self.batch_runner_budget_override_s
-        return min(120.0, 0.5 * self.task_soft_time_limit_s)
-
-    @property
-    def lookup_key(self) -> SecretStr | None:
-        """The lookup API's key; the provider's when lookups share the provider's URL."""
-        if self.lookup_api_key is not None or self.lookup_base_url is not None:
-            return self.lookup_api_key
-        return self.provider_api_key
+        if self.batch.runner_budget_override_s is not None:
+            return self.batch.runner_budget_override_s
+        return min(120.0, 0.5 * self.broker.task_soft_time_limit_s)
 
     @property
     def database(self) -> str:
         """The SQLAlchemy URL of the results database."""
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{(self.state_dir / 'proj.sqlite3').resolve()}"
+        if self.results.database_url:
+            return self.results.database_url
+        return f"sqlite:///{(self.stack.state_dir / 'proj.sqlite3').resolve()}"
 
+    # --- policies -----------------------------------------------------------------------
     def breaker_policy(self, name: str) -> BreakerPolicy:
-        """The policy of breaker ``name``: the PROJ_BREAKER_* defaults, then its overrides."""
-        base = {
-            "failure_rate": self.breaker_failure_rate,
-            "window_s": self.breaker_window_s,
-            "window_buckets": self.breaker_window_buckets,
-            "min_calls": self.breaker_min_calls,
-            "open_s": self.breaker_open_s,
-            "probes": self.breaker_probes,
-            "probe_lease_s": self.breaker_probe_lease_s,
-            "half_open_wait_s": self.breaker_half_open_wait_s,
-        }
+        """The policy of breaker ``name``: the PROJ_BREAKER_* defaults, then what its
+        dependency declares, then its PROJ_BREAKERS overrides."""
         declared = self._deps.get(name) or self._deps.get(name.split(".", 1)[0])
         own = dict(declared.breaker) if declared is not None else {}
-        return BreakerPolicy(**{**base, **own, **self.breakers.get(name, {})})
+        return BreakerPolicy(
+            **{**self.breaker.defaults(), **own, **self.breaker.overrides.get(name, {})}
+        )
 
     def concurrency_policy(self, **overrides: Any) -> ConcurrencyPolicy:
         """The adaptive controller's policy (``overrides`` from worker options)."""
-        values = {
-            "start": self.adaptive_start,
-            "minimum": self.adaptive_min,
-            "maximum": self.adaptive_max,
-            "target_success": self.adaptive_target_success,
-            "increase": self.adaptive_increase,
-            "decrease_ratio": self.adaptive_decrease_ratio,
-            "cooldown_s": self.adaptive_cooldown_s,
-            "window_s": self.adaptive_window_s,
-            "min_samples": self.adaptive_min_samples,
-            **overrides,
-        }
-        values["start"] = min(values["maximum"], max(values["minimum"], values["start"]))
-        return ConcurrencyPolicy(**values)
+        return self.adaptive.policy(**overrides)
 
     def rate_limit(self, name: str) -> RateLimit | None:
         """The configured global rate limit of dependency ``name``, if any (nominal)."""
-        spec = self.rate_limits.get(name)
+        spec = self.limits.specs.get(name)
         if spec is not None:
             return parse_rate(spec)
         declared = self._deps.get(name)
@@ -535,67 +697,79 @@ class Settings(BaseSettings):
         limit = self.rate_limit(name)
         if limit is None:
             return None
-        return RateLimit(limit.rate * (1 - self.rate_limit_headroom), limit.per_s, limit.burst)
-
-    def flower_credentials(self) -> tuple[str, str]:
-        """(user, password) for Flower, generating a password when none is configured."""
-        if self.flower_basic_auth:
-            user, _, password = self.flower_basic_auth.partition(":")
-            return user, password
-        return "proj", secrets.token_urlsafe(12)
+        return RateLimit(limit.rate * (1 - self.limits.headroom), limit.per_s, limit.burst)
 
 
-_ENV_NAMES = {
-    "redis_url": "REDIS_URL",
-    "broker_url_override": "CELERY_BROKER_URL",
-    "result_backend_override": "CELERY_RESULT_BACKEND",
-    "flower_basic_auth": "FLOWER_BASIC_AUTH",
-    "provider_base_url": "PROVIDER_BASE_URL",
-    "provider_api_key": "PROVIDER_API_KEY",
-    "branch_timeout_override_s": "PROJ_BRANCH_TIMEOUT_S",
-    "batch_runner_budget_override_s": "PROJ_BATCH_RUNNER_BUDGET_S",
-    "dependencies_env": "PROJ_DEPENDENCIES",
-}
+#: Settings fields that stand for a dependency's environment variable.
+_DEPENDENCY_FIELDS = (
+    ("providers", "provider_base_url"),
+    ("providers", "provider_api_key"),
+    ("providers", "lookup_base_url"),
+    ("providers", "lookup_api_key"),
+    ("results", "notify_webhook_url"),
+)
 
 
-#: Settings fields that stand for a dependency's environment variable (load_settings(...)).
-_DEPENDENCY_FIELDS = {
-    "provider_base_url": "PROVIDER_BASE_URL",
-    "provider_api_key": "PROVIDER_API_KEY",
-    "lookup_base_url": "PROJ_LOOKUP_BASE_URL",
-    "lookup_api_key": "PROJ_LOOKUP_API_KEY",
-    "notify_webhook_url": "PROJ_NOTIFY_WEBHOOK_URL",
-}
-
-_SECRET_FIELDS = {"provider_api_key", "lookup_api_key", "notify_webhook_url", "flower_basic_auth"}
+def _shown(section: type[BaseSettings], field: str, value: object) -> str:
+    """A rejected value as an error shows it: never a secret's."""
+    annotation = str(section.model_fields[field].annotation)
+    if "SecretStr" in annotation or field == "flower_basic_auth":
+        return "<hidden>"
+    return repr(value)
 
 
-def _env_name(field: str) -> str:
-    return _ENV_NAMES.get(field, "PROJ_" + field.upper())
-
-
-def _format_error(err: pydantic.ValidationError) -> str:
+def _format_error(section: type[BaseSettings] | None, err: pydantic.ValidationError) -> str:
     lines = []
     for e in err.errors():
         loc = e.get("loc") or ()
         msg = e["msg"].removeprefix("Value error, ")
-        if loc:
-            field = str(loc[0])
-            field = next((f for f, a in _ENV_NAMES.items() if a == field), field)
-            field = field.lower()
-            shown = "<hidden>" if field in _SECRET_FIELDS else repr(e.get("input"))
-            lines.append(f"{_env_name(field)}: {msg}, got {shown}")
+        field = _field_of(section, str(loc[0])) if loc and section is not None else None
+        if section is not None and field is not None:
+            shown = _shown(section, field, e.get("input"))
+            lines.append(f"{env_name(section, field)}: {msg}, got {shown}")
         else:
             lines.append(msg)
     return "invalid settings: " + "; ".join(lines)
 
 
+def _field_of(section: type[BaseSettings] | None, name: str) -> str | None:
+    """The field an error's location names (a field, or one of its aliases)."""
+    if section is None:
+        return None
+    if name in section.model_fields:
+        return name
+    for field, info in section.model_fields.items():
+        alias = info.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        if name in choices:
+            return field
+    return None
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment (and ``overrides``), raising :class:`ConfigError`."""
+    """Build settings from the environment, raising :class:`ConfigError` naming the variable.
+
+    ``overrides`` are field values by section (``batch={"concurrency": 5}``) or, for a field
+    whose name is unique, by the field's name (``visibility_timeout_s=100``)."""
+    by_section: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for key, value in overrides.items():
+        if key in SECTIONS:
+            by_section[key].update(value)
+            continue
+        owners = [n for n, model in SECTIONS.items() if key in model.model_fields]
+        if len(owners) != 1:
+            raise TypeError(f"load_settings: no single section has a field {key!r}")
+        by_section[owners[0]][key] = value
+    sections: dict[str, BaseSettings] = {}
+    for name, model in SECTIONS.items():
+        try:
+            sections[name] = model(**by_section[name])
+        except pydantic.ValidationError as err:
+            raise ConfigError(_format_error(model, err)) from None
     try:
-        return Settings(**overrides)
+        return Settings(**sections)
     except pydantic.ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
+        raise ConfigError(_format_error(None, err)) from None
 
 
 @functools.cache

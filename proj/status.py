@@ -38,7 +38,7 @@ def _s(v: Any) -> str:
 
 def workers(settings: Settings, app: Any, timeout_s: float = 1.5) -> list[WorkerRow]:
     """Live workers (a control broadcast) joined with their adaptive controllers' status."""
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    client = redis.Redis.from_url(settings.broker.redis_url, socket_connect_timeout=5)
     inspect = app.control.inspect(timeout=timeout_s)
     stats = inspect.stats() or {}
     active_queues = inspect.active_queues() or {}
@@ -68,10 +68,10 @@ def workers(settings: Settings, app: Any, timeout_s: float = 1.5) -> list[Worker
 
 def limits(settings: Settings) -> list[LimitRow]:
     """Configured limits, and any dependency a 429 pushed back, with the wait right now."""
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    client = redis.Redis.from_url(settings.broker.redis_url, socket_connect_timeout=5)
     sec, usec = client.time()
     now_ms = sec * 1000 + usec / 1000
-    names = set(settings.rate_limits)
+    names = set(settings.limits.specs)
     for key in client.scan_iter(match=keys.RATE_LIMIT_PATTERN, count=500):
         names.add(_s(key).split(":", 2)[2])
     rows = []
@@ -86,7 +86,7 @@ def limits(settings: Settings) -> list[LimitRow]:
 
 def parked(settings: Settings) -> dict[str, int]:
     """Deferred tasks waiting in Redis, per lot (``breaker:ai``, ``limit:crm``, ...)."""
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    client = redis.Redis.from_url(settings.broker.redis_url, socket_connect_timeout=5)
     try:
         return Parking(client).counts()
     finally:

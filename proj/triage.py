@@ -44,8 +44,8 @@ def assess(
         else:
             urgency = "normal"
     complexity: Complexity = (
-        "complex" if len(text) >= settings.triage_complex_min_chars else "simple"
+        "complex" if len(text) >= settings.queues.triage_complex_min_chars else "simple"
     )
-    queue = settings.triage_queue_by_urgency.get(urgency, settings.bulk_queue)
-    model = settings.model_large if complexity == "complex" else settings.model_small
+    queue = settings.queues.triage_queue_by_urgency.get(urgency, settings.queues.bulk_queue)
+    model = settings.queues.model_large if complexity == "complex" else settings.queues.model_small
     return Triage(category, urgency, complexity, queue, model)

@@ -70,13 +70,13 @@ class AdaptiveConcurrency(bootsteps.StartStopStep):
         **kwargs: Any,
     ) -> None:
         settings = get_settings()
-        self.adaptive = bool(adaptive) or settings.adaptive_enabled
+        self.adaptive = bool(adaptive) or settings.adaptive.enabled
         overrides = {
             k: v for k, v in (("minimum", adaptive_min), ("maximum", adaptive_max)) if v is not None
         }
         self.policy = settings.concurrency_policy(**overrides)
-        self.tick_s = settings.adaptive_tick_s
-        self.redis_url = settings.redis_url
+        self.tick_s = settings.adaptive.tick_s
+        self.redis_url = settings.broker.redis_url
         self.controller: Controller | None = None
         if self.adaptive:
             _check_adaptive_pool(w)  # before any pool exists (solo and threads start at once)
@@ -108,17 +108,17 @@ class ParkingMover(bootsteps.StartStopStep):
 
     def __init__(self, w: Any, **kwargs: Any) -> None:
         self.mover: Mover | None = None
-        self.tick_s = get_settings().parking_tick_s
+        self.tick_s = get_settings().parking.tick_s
 
     def _mover(self, w: Any) -> Mover:
         settings = get_settings()
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+        client = redis.Redis.from_url(settings.broker.redis_url, socket_timeout=5)
         return Mover(
             publisher(w.app),
             Parking(client),
             BreakerStates(client, settings),
-            batch=settings.parking_batch,
-            lease_s=settings.parking_lease_s,
+            batch=settings.parking.batch,
+            lease_s=settings.parking.lease_s,
         )
 
     def register_with_event_loop(self, w: Any, hub: Any) -> None:
@@ -191,12 +191,12 @@ class Consumer(CeleryConsumer):
         settings = get_settings()
         if self._quarantine is None:
             self._quarantine = Quarantine(
-                redis.Redis.from_url(settings.redis_url),
-                max_entries=settings.quarantine_max,
-                ttl_s=settings.quarantine_ttl_s,
+                redis.Redis.from_url(settings.broker.redis_url),
+                max_entries=settings.quarantine.max,
+                ttl_s=settings.quarantine.ttl_s,
             )
         entry = entry_of(
-            message, problem, worker=self.hostname, body_max=settings.quarantine_body_max
+            message, problem, worker=self.hostname, body_max=settings.quarantine.body_max
         )
         self._quarantine.add(entry)
         message.ack()

@@ -38,7 +38,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     from proj.app import app
     from proj.settings import get_settings
 
-    urls = {get_settings().redis_url, app.conf.broker_url, app.conf.result_backend}
+    urls = {get_settings().broker.redis_url, app.conf.broker_url, app.conf.result_backend}
     if urls != {_REDIS_URL}:
         pytest.exit(f"tests must use the session's Redis {_REDIS_URL}, settings say {urls}", 3)
 

@@ -248,7 +248,7 @@ def _dlq() -> Any:
     from proj.batch.dlq import DeadLetters
     from proj.settings import get_settings
 
-    return DeadLetters(redis.Redis.from_url(get_settings().redis_url))
+    return DeadLetters(redis.Redis.from_url(get_settings().broker.redis_url))
 
 
 @dlq_group.command("list")

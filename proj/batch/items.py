@@ -33,7 +33,7 @@ Item = tuple[int, dict[str, Any], str]  # index, item, idempotency key
 def retry_backoff(settings: Settings) -> Backoff:
     """An item's retry after a transient failure: PROJ_RETRY_BACKOFF_S doubling up to
     PROJ_RETRY_BACKOFF_MAX_S, waiting 0.5..1 of that (jitter)."""
-    return Backoff(settings.retry_backoff_s, settings.retry_backoff_max_s, jitter=0.5)
+    return Backoff(settings.batch.retry_backoff_s, settings.retries.retry_backoff_max_s, jitter=0.5)
 
 
 class ItemWork:
@@ -57,7 +57,7 @@ class ItemWork:
         self.batch_id = batch_id
         self.runner_id = runner_id
         self.settings = settings
-        self.window = Window.for_limit(settings.batch_concurrency)
+        self.window = Window.for_limit(settings.batch.concurrency)
         self.retry = retry_backoff(settings)
         self.pending: set[asyncio.Task[None]] = set()
         self.running: set[int] = set()  # indexes this runner is computing now
@@ -68,12 +68,12 @@ class ItemWork:
 
     async def start(self, n: int) -> None:
         """Claim up to ``n`` items and start those this runner computes (into ``pending``)."""
-        claimed = await self.store.claim(self.batch_id, n, self.settings.batch_lease_s)
+        claimed = await self.store.claim(self.batch_id, n, self.settings.batch.lease_s)
         if not claimed:
             return
         loaded = await self.store.load(self.batch_id, claimed)
         cached = await self.store.cached(self.pipeline.name, [k for _, _, k in loaded])
-        lease_ms = int(self.settings.batch_lease_s * 1000)
+        lease_ms = int(self.settings.batch.lease_s * 1000)
         fresh = []
         for (idx, item, key), hit in zip(loaded, cached, strict=True):
             if hit is not None:  # computed before, within the cache TTL: no provider call
@@ -141,7 +141,7 @@ class ItemWork:
         self.window.observe(True)
         payload = json.dumps(result, default=str)
         self.buffer.append((idx, "done", payload))
-        if self.settings.cache_ttl_s:
+        if self.settings.batch.cache_ttl_s:
             self.cache_writes[key] = payload
         self.done_keys.append(key)
         self.processed += 1
@@ -154,7 +154,7 @@ class ItemWork:
             self.window.observe(False)
         attempts = await self.store.count_attempt(self.batch_id, idx)
         await self.store.clear_in_flight(self.pipeline.name, key)
-        if retryable and attempts <= self.settings.task_max_retries:
+        if retryable and attempts <= self.settings.retries.task_max_retries:
             wait_s = self.retry.delay(attempts, random.random())
             await self.store.delay(self.batch_id, idx, wait_s, attempt=False)
             return
@@ -174,4 +174,6 @@ class ItemWork:
         if self.cache_writes or self.done_keys:
             cache, done = self.cache_writes, self.done_keys
             self.cache_writes, self.done_keys = {}, []
-            await self.store.settle(self.pipeline.name, cache, self.settings.cache_ttl_s, done)
+            await self.store.settle(
+                self.pipeline.name, cache, self.settings.batch.cache_ttl_s, done
+            )

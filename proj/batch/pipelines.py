@@ -34,7 +34,7 @@ class ItemPipeline:
         self, batch_id: str, results: dict[int, Any], started: float
     ) -> dict[str, Any] | None:
         """Runs once, after the last item (a summary, a notification)."""
-        store = BatchStore(connections.async_client(), get_settings().batch_ttl_s)
+        store = BatchStore(connections.async_client(), get_settings().batch.ttl_s)
         errors = await store.errors(batch_id)
         records = dict(results)
         for idx, item, _ in await store.load(batch_id, sorted(errors)):

@@ -16,7 +16,7 @@ from proj.settings import get_settings
 def replay(*, batch_id: str | None = None, entry_ids: list[str] | None = None) -> BatchHandle:
     """Submit the dead-lettered items again and remove them from the store. If they fail
     again, the new batch dead-letters them again. Returns the (last) new batch."""
-    client = redis.Redis.from_url(get_settings().redis_url)
+    client = redis.Redis.from_url(get_settings().broker.redis_url)
     try:
         return _replay(DeadLetters(client), batch_id, entry_ids)
     finally:

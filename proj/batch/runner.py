@@ -64,8 +64,8 @@ class Runner:
         self.pipeline = pipeline
         self.settings = settings
         self.runner_id = runner_id or new_runner_id(None)
-        self.store = BatchStore(p.redis, settings.batch_ttl_s)
-        self.leases = RunnerLeases(settings.batch_runner_lease_s, settings.batch_ttl_s)
+        self.store = BatchStore(p.redis, settings.batch.ttl_s)
+        self.leases = RunnerLeases(settings.batch.runner_lease_s, settings.batch.ttl_s)
         self.items = ItemWork(
             p, self.store, self.leases, pipeline, batch_id, self.runner_id, settings
         )
@@ -102,7 +102,7 @@ class Runner:
                 await self.leases.leave(r, self.batch_id, self.runner_id, orphaned=orphaned)
 
     async def _heartbeat(self) -> None:
-        every = heartbeat_s(self.settings.batch_runner_lease_s)
+        every = heartbeat_s(self.settings.batch.runner_lease_s)
         while True:
             await asyncio.sleep(every)
             try:
@@ -131,7 +131,7 @@ class Runner:
         while True:
             room = work.window.limit - len(work.pending)
             if time.monotonic() < deadline and room > 0:
-                await work.start(min(self.settings.batch_slice, room))
+                await work.start(min(self.settings.batch.slice, room))
             if work.pending:
                 done, work.pending = await asyncio.wait(
                     work.pending, timeout=0.05, return_when=asyncio.FIRST_COMPLETED
@@ -191,7 +191,7 @@ def run_batch(
     budget = settings.batch_runner_budget_s
     try:
         pipeline_name = runtime.run(
-            lambda p: BatchStore(p.redis, settings.batch_ttl_s).meta(batch_id, "pipeline")
+            lambda p: BatchStore(p.redis, settings.batch.ttl_s).meta(batch_id, "pipeline")
         )
         if pipeline_name is None:
             logger.warning("batch %s does not exist (expired?)", batch_id)
@@ -201,7 +201,7 @@ def run_batch(
             lambda p: Runner(p, batch_id, pipeline, settings, runner_id).run(
                 budget, replaces=replaces, forced=forced
             ),
-            timeout_s=budget + settings.http_timeout_s + 30,
+            timeout_s=budget + settings.providers.http_timeout_s + 30,
         )
     except Exception as exc:  # Redis restarting, a bug: the batch must not stall
         restarts = int(self.request.get(RESTARTS_HEADER) or 0) + 1

@@ -41,9 +41,9 @@ def reconnect_delay_s(failures: int, interval_s: float, cap_s: float = 2.0) -> f
 @contextlib.asynccontextmanager
 async def _connected(settings: Settings) -> AsyncIterator[BatchStore]:
     """A batch store on a Redis client of its own (one connection), closed at the end."""
-    client = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    client = aioredis.Redis.from_url(settings.broker.redis_url, socket_connect_timeout=5)
     try:
-        yield BatchStore(client, settings.batch_ttl_s)
+        yield BatchStore(client, settings.batch.ttl_s)
     finally:
         await client.aclose()
 
@@ -139,9 +139,9 @@ class BatchHandle:
 
 def runners_for(total: int, settings: Settings) -> int:
     """Small batches get one runner; large ones PROJ_BATCH_RUNNERS, never more than slices."""
-    if total <= settings.batch_small_max:
+    if total <= settings.batch.small_max:
         return 1
-    return max(1, min(settings.batch_runners, -(-total // settings.batch_slice)))
+    return max(1, min(settings.batch.runners, -(-total // settings.batch.slice)))
 
 
 def dispatch(
@@ -157,7 +157,7 @@ def dispatch(
     has its runners)."""
     from proj.batch.runner import run_batch
 
-    queue = settings.urgent_queue if urgent else settings.bulk_queue
+    queue = settings.queues.urgent_queue if urgent else settings.queues.bulk_queue
     for _ in range(n):
         run_batch.apply_async(
             (batch_id,),
@@ -168,7 +168,7 @@ def dispatch(
 
 
 def _leases(settings: Settings) -> RunnerLeases:
-    return RunnerLeases(settings.batch_runner_lease_s, settings.batch_ttl_s)
+    return RunnerLeases(settings.batch.runner_lease_s, settings.batch.ttl_s)
 
 
 def submit(

@@ -35,7 +35,7 @@ class Watchdog:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
         self.settings = settings
-        self.leases = RunnerLeases(settings.batch_runner_lease_s, settings.batch_ttl_s)
+        self.leases = RunnerLeases(settings.batch.runner_lease_s, settings.batch.ttl_s)
         self.unreachable = False
 
     def tick(self) -> None:
@@ -90,12 +90,12 @@ class BatchWatchdog(bootsteps.StartStopStep):
         self.entry: Any = None
 
     def start(self, w: Any) -> None:
-        interval_s = self.settings.batch_watchdog_interval_s
+        interval_s = self.settings.batch.watchdog_interval_s
         if interval_s <= 0:
             return
         # Short socket timeouts: the check runs on the worker's own loop and must not hold it.
         client = redis.Redis.from_url(
-            self.settings.redis_url, socket_timeout=2, socket_connect_timeout=1
+            self.settings.broker.redis_url, socket_timeout=2, socket_connect_timeout=1
         )
         self.watchdog = Watchdog(client, self.settings)
         self.entry = w.timer.call_repeatedly(interval_s, self.watchdog.tick)

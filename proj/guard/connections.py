@@ -59,7 +59,7 @@ def sync_client() -> redis.Redis:
         _check_pid()
         if _sync is None:
             _sync = redis.Redis.from_url(
-                get_settings().redis_url,
+                get_settings().broker.redis_url,
                 socket_timeout=SOCKET_TIMEOUT_S,
                 socket_connect_timeout=CONNECT_TIMEOUT_S,
                 health_check_interval=25,
@@ -90,7 +90,7 @@ def async_client() -> aioredis.Redis:
             # A blocking pool: hundreds of concurrent calls share a few connections and wait
             # for one, instead of failing with "Too many connections".
             pool = aioredis.BlockingConnectionPool.from_url(
-                get_settings().redis_url,
+                get_settings().broker.redis_url,
                 max_connections=64,
                 timeout=30,
                 socket_timeout=SOCKET_TIMEOUT_S,

@@ -106,7 +106,7 @@ class Guard:
     def __init__(self, dep: Dependency) -> None:
         self.dep = dep
         settings = get_settings()
-        self.pause_s = settings.rate_limited_pause_s
+        self.pause_s = settings.limits.pause_s
         self.breaker: Breaker | None = registry.breaker(dep.name) if dep.enabled else None
         self.limiter: Limiter = registry.limiter(dep.name)
         if dep.api_key is not None:

@@ -135,10 +135,10 @@ def breaker(
             exclude=exclude,
             listeners=listeners,
             throw_new_error_on_trip=throw_new_error_on_trip,
-            cache_s=get_settings().breaker_cache_s,
+            cache_s=get_settings().breaker.cache_s,
             register=_register,
         )
-        cb.enabled = get_settings().breaker_enabled
+        cb.enabled = get_settings().breaker.enabled
         _breakers[name] = cb
         return cb
 
@@ -168,7 +168,7 @@ def limiter(name: str, rate: RateLimit | str | dict[str, Any] | None = None) -> 
             enforced,
             RedisLimiterStore(connections.sync_client),
             _async_limiter_store,
-            max_wait_s=settings.rate_limit_max_wait_s,
+            max_wait_s=settings.limits.max_wait_s,
         )
         _limiters[name] = lim
         return lim
@@ -176,9 +176,7 @@ def limiter(name: str, rate: RateLimit | str | dict[str, Any] | None = None) -> 
 
 def _headroom(limit: RateLimit) -> RateLimit:
     """Run a limit ``PROJ_RATE_LIMIT_HEADROOM`` below nominal (network jitter)."""
-    return RateLimit(
-        limit.rate * (1 - get_settings().rate_limit_headroom), limit.per_s, limit.burst
-    )
+    return RateLimit(limit.rate * (1 - get_settings().limits.headroom), limit.per_s, limit.burst)
 
 
 def breakers() -> dict[str, Breaker]:

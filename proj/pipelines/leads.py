@@ -222,7 +222,7 @@ def enrich_lead(
         raise  # an open breaker or a 429 defers the whole lead (ProjTask)
     except Exception as exc:
         if self.request.retries < 1:
-            raise self.retry(countdown=settings.retry_backoff_s, max_retries=1) from exc
+            raise self.retry(countdown=settings.batch.retry_backoff_s, max_retries=1) from exc
         logger.warning("lead %s of run %s failed: %s", parsed.key, run_id, exc)
         return PIPELINE.failed(lead, failure(exc))
     queue = (self.request.delivery_info or {}).get("routing_key")

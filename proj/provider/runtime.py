@@ -50,11 +50,11 @@ class Providers:
         http = httpx.AsyncClient(
             base_url=g.dep.base_url or "",
             transport=AsyncGuardedTransport(g, self.transport, owns_inner=False),
-            timeout=httpx.Timeout(None, connect=self.settings.http_connect_timeout_s),
+            timeout=httpx.Timeout(None, connect=self.settings.providers.http_connect_timeout_s),
             follow_redirects=False,
         )
         return ProviderClient(
-            name, http, timeout_s=g.dep.timeout_s, prices=self.settings.model_prices
+            name, http, timeout_s=g.dep.timeout_s, prices=self.settings.queues.model_prices
         )
 
     async def aclose(self) -> None:
@@ -91,7 +91,7 @@ class Runtime:
         self._thread = threading.Thread(target=self.loop.run_forever, name="proj-aio", daemon=True)
         self._thread.start()
         self.providers = Providers(
-            settings, make_transport(max_connections=settings.http_max_connections)
+            settings, make_transport(max_connections=settings.providers.http_max_connections)
         )
 
         async def adopt() -> None:  # this loop lives as long as the process: its own client

@@ -26,7 +26,9 @@ class BreakerView:
 
 
 def _store(settings: Settings) -> RedisBreakerStore:
-    return RedisBreakerStore(redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5))
+    return RedisBreakerStore(
+        redis.Redis.from_url(settings.broker.redis_url, socket_connect_timeout=5)
+    )
 
 
 def _policies(settings: Settings, store: RedisBreakerStore) -> dict[str, BreakerPolicy | None]:

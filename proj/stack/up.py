@@ -75,12 +75,18 @@ def flower_argv(port: int, *, python: str = sys.executable) -> list[str]:
 def default_workers(settings: Settings) -> list[WorkerSpec]:
     """An urgent worker and a bulk worker; with PROJ_ADAPTIVE_CONCURRENCY the bulk worker
     starts at PROJ_ADAPTIVE_START and finds its own size."""
-    bulk = WorkerSpec("bulk", (settings.bulk_queue,), settings.bulk_concurrency)
-    if settings.adaptive_enabled:
+    bulk = WorkerSpec("bulk", (settings.queues.bulk_queue,), settings.stack.bulk_concurrency)
+    if settings.adaptive.enabled:
         bulk = WorkerSpec(
-            "bulk", (settings.bulk_queue,), settings.adaptive_start, extra_args=("--adaptive",)
+            "bulk",
+            (settings.queues.bulk_queue,),
+            settings.adaptive.start,
+            extra_args=("--adaptive",),
         )
-    return [WorkerSpec("urgent", (settings.urgent_queue,), settings.urgent_concurrency), bulk]
+    return [
+        WorkerSpec("urgent", (settings.queues.urgent_queue,), settings.stack.urgent_concurrency),
+        bulk,
+    ]
 
 
 def ping_workers(broker_url: str, nodenames: list[str], timeout_s: float = 1.0) -> set[str]:
@@ -125,8 +131,8 @@ class Stack:
         self.workers = default_workers(settings) if workers is None else workers
         self.with_flower = flower
         # The simulator stands in for the provider unless PROVIDER_BASE_URL points elsewhere.
-        self.with_sim = settings.provider_base_url is None if sim is None else sim
-        self.state_dir = Path(state_dir or settings.state_dir).resolve()
+        self.with_sim = settings.providers.provider_base_url is None if sim is None else sim
+        self.state_dir = Path(state_dir or settings.stack.state_dir).resolve()
         self.log_dir = self.state_dir / "logs"
         self.base_env = dict(os.environ if env is None else env)
         self.redis: RedisServer | None = None
@@ -144,12 +150,12 @@ class Stack:
     def _start(self) -> StackInfo:
         env = dict(self.base_env)
         private_dir(self.state_dir)
-        if self.settings.redis_url_is_explicit:
-            redis_url = self.settings.redis_url
+        if self.settings.broker.redis_url_is_explicit:
+            redis_url = self.settings.broker.redis_url
         else:
             self.redis = RedisServer(
                 self.state_dir / "redis",
-                binary=find_redis_server(self.settings.redis_server),
+                binary=find_redis_server(self.settings.stack.redis_server),
                 password=secrets.token_urlsafe(24),
             ).start()
             redis_url = self.redis.url
@@ -158,13 +164,13 @@ class Stack:
         env["PROJ_STATE_DIR"] = str(self.state_dir)
         sim_url = admin_key = None
         if self.with_sim:
-            port = self.settings.sim_port or free_port()
+            port = self.settings.stack.sim_port or free_port()
             # Only the simulator gets its admin key; it needs no Redis.
             admin_key = env.get(ADMIN_KEY_ENV) or secrets.token_urlsafe(24)
             sim_env = {k: v for k, v in env.items() if k != "REDIS_URL"}
             sim_env[ADMIN_KEY_ENV] = admin_key
             require = None
-            if self.settings.provider_base_url is None:
+            if self.settings.providers.provider_base_url is None:
                 # The simulator stands in for the provider, key and all: workers send the key
                 # the simulator requires, as they would to a real provider.
                 key = env.get("PROVIDER_API_KEY") or "sk-sim-" + secrets.token_urlsafe(16)
@@ -183,21 +189,21 @@ class Stack:
                 )
             finally:
                 admin.close()
-            if self.settings.provider_base_url is None:
+            if self.settings.providers.provider_base_url is None:
                 env["PROVIDER_BASE_URL"] = sim_url
         self.env = env
 
         for spec in self.workers:
             self._spawn(spec.name, worker_argv(spec), env)
-        user, password = self.settings.flower_credentials()
+        user, password = self.settings.stack.flower_credentials()
         flower_url = None
         if self.with_flower:
-            port = self.settings.flower_port or free_port()
+            port = self.settings.stack.flower_port or free_port()
             flower_env = {**env, "FLOWER_BASIC_AUTH": f"{user}:{password}"}
             self._spawn("flower", flower_argv(port), flower_env)
             flower_url = f"http://127.0.0.1:{port}"
 
-        broker = self.settings.broker_url_override or redis_url
+        broker = self.settings.broker.broker_url_override or redis_url
         names = [w.nodename for w in self.workers]
         if names:
             wait_for(

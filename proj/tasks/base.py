@@ -37,8 +37,6 @@ TASK_MAX_RATE_WAIT_S = 1.0
 # Celery's control flow says nothing about a dependency.
 ignore_exceptions(Retry, Reject, Ignore)
 
-_settings = get_settings()
-
 
 class ProjTask(Task):
     """A Celery task with proj's defaults and options.
@@ -65,16 +63,30 @@ class ProjTask(Task):
     global_rate_limit: str | None = None
     rate_limit_key: str | None = None
     autoretry_for = (RetryableError, MalformedResponse)
-    max_retries = _settings.task_max_retries
+    # From the settings when the task is bound to the app (at its first use, not at import),
+    # unless the task sets its own: see on_bound.
+    max_retries = 5
     retry_backoff = 1
-    retry_backoff_max = int(min(_settings.retry_backoff_max_s, _settings.max_countdown_s))
+    retry_backoff_max = 60
     retry_jitter = True
 
     _proj_guards: tuple[Breaker | None, Limiter | None] | None = None
 
     @classmethod
     def on_bound(cls, app: Any) -> None:
-        """Check the guard options when the task is made, not at its first run."""
+        """Take the retry defaults from the settings and check the guard options when the
+        task is made (Celery reads its autoretry options right after), not at its first run."""
+        settings = get_settings()
+        defaults = {
+            "max_retries": settings.retries.task_max_retries,
+            "retry_backoff": max(1, round(settings.batch.retry_backoff_s)),
+            "retry_backoff_max": int(
+                min(settings.retries.retry_backoff_max_s, settings.broker.max_countdown_s)
+            ),
+        }
+        for name, value in defaults.items():
+            if not _set_below(cls, name):
+                setattr(cls, name, value)
         if cls.global_rate_limit is not None:
             try:
                 parse_rate(cls.global_rate_limit)
@@ -120,7 +132,7 @@ class ProjTask(Task):
                     # Over capacity with no Retry-After, from the task's own client: hold this
                     # process a moment, or it turns straight to the next task and another 429
                     # (the guarded client does the same for its calls).
-                    time.sleep(get_settings().rate_limited_pause_s)
+                    time.sleep(get_settings().limits.pause_s)
             self.defer(1.0 if wait is None else wait, spread, reason=exc)
         finally:
             outcomes.task_finished(signal, overload)
@@ -172,7 +184,7 @@ class ProjTask(Task):
         task forever: past PROJ_TASK_MAX_RATE_LIMITED deferrals the 429 fails it."""
         request = self.request
         count = int(request.get(RATE_LIMITED_HEADER) or 0) + 1
-        limit = get_settings().task_max_rate_limited
+        limit = get_settings().retries.task_max_rate_limited
         if count > limit:
             raise TaskRateLimited(
                 f"{self.name}: answered 429 {count} times in a row "
@@ -189,7 +201,9 @@ class ProjTask(Task):
         request = self.request
         if request.called_directly or request.is_eager:
             raise reason
-        countdown = jitter_wait(wait_s, random.random(), get_settings().max_countdown_s, spread)
+        countdown = jitter_wait(
+            wait_s, random.random(), get_settings().broker.max_countdown_s, spread
+        )
         deferrals = int(request.get(DEFERRALS_HEADER) or 0) + 1
         headers = {**(request.headers or {}), DEFERRALS_HEADER: deferrals}
         sig = self.signature_from_request(request, headers=headers)
@@ -281,3 +295,13 @@ def _deferral(exc: BaseException) -> tuple[float | None, float, bool] | None:
         # What the code chose to raise instead (``raise X from None``) is not a 429.
         e = e.__cause__ if e.__cause__ is not None or e.__suppress_context__ else e.__context__
     return None
+
+
+def _set_below(cls: type, name: str) -> bool:
+    """Whether a class below :class:`ProjTask` (the task, or a base of the user's) sets
+    ``name`` itself."""
+    return any(
+        name in k.__dict__
+        for k in cls.__mro__
+        if k is not ProjTask and k is not Task and issubclass(k, ProjTask)
+    )

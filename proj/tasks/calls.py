@@ -14,7 +14,7 @@ from proj.settings import get_settings
 
 
 def _limit() -> float:
-    return get_settings().http_timeout_s + 5
+    return get_settings().providers.http_timeout_s + 5
 
 
 @app.task(name="proj.calls.company")
@@ -32,7 +32,7 @@ def person(email: str) -> dict[str, Any]:
 @app.task(name="proj.calls.chat")
 def chat(messages: list[dict[str, str]], model: str | None = None) -> dict[str, Any]:
     """One chat completion; returns the content, model, tokens and cost."""
-    chosen = model or get_settings().model_small
+    chosen = model or get_settings().queues.model_small
 
     async def call(p: runtime.Providers) -> dict[str, Any]:
         result = await p.ai.chat(model=chosen, messages=messages, json_mode=False)

@@ -32,12 +32,12 @@ def test_config_priorities_start_at_zero_and_drain_in_order() -> None:
 
 def test_config_one_visibility_timeout_everywhere() -> None:
     s = get_settings()
-    vt = s.visibility_timeout_s
+    vt = s.broker.visibility_timeout_s
     assert app.conf.broker_transport_options["visibility_timeout"] == vt
     assert app.conf.result_backend_transport_options["visibility_timeout"] == vt
     assert app.conf.task_time_limit < vt
     assert app.conf.task_soft_time_limit < app.conf.task_time_limit
-    assert s.max_countdown_s < vt
+    assert s.broker.max_countdown_s < vt
     # The sweep that redelivers a dead worker's messages runs well within the timeout.
     opts = app.conf.broker_transport_options
     assert opts["unacked_restore_interval"] * opts["unacked_restore_throttle"] <= max(1, vt // 10)
@@ -45,7 +45,7 @@ def test_config_one_visibility_timeout_everywhere() -> None:
 
 def test_config_explicit_startup_retry_expiry_and_events() -> None:
     assert app.conf.broker_connection_retry_on_startup is True
-    assert app.conf.result_expires == get_settings().result_expires_s
+    assert app.conf.result_expires == get_settings().broker.result_expires_s
     assert app.conf.worker_send_task_events is True
     assert app.conf.task_send_sent_event is True
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from proj.settings import Settings, load_settings
+from proj.settings import load_settings
 from proj.stack.up import WorkerSpec, default_workers, flower_argv, worker_argv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def test_compose_redis_is_durable_non_evicting_and_health_checked(services: dict
 
 
 def test_compose_workers_run_the_code_s_worker_command(services: dict[str, Any]) -> None:
-    defaults = {w.name: w for w in default_workers(Settings())}
+    defaults = {w.name: w for w in default_workers(load_settings())}
     for name in ("urgent", "bulk"):
         service = services[f"worker-{name}"]
         assert service["command"] == _celery(worker_argv(defaults[name]))
@@ -60,7 +60,7 @@ def test_compose_environment_is_valid_settings(
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         settings = load_settings()
-        assert settings.redis_url == env["REDIS_URL"]
+        assert settings.broker.redis_url == env["REDIS_URL"]
 
 
 def test_compose_services_share_one_image_built_from_the_dockerfile(
@@ -82,6 +82,6 @@ def test_worker_argv_has_queue_concurrency_and_name() -> None:
 
 
 def test_adaptive_setting_makes_the_bulk_worker_adaptive() -> None:
-    urgent, bulk = default_workers(Settings(adaptive_enabled=True, adaptive_start=5))
+    urgent, bulk = default_workers(load_settings(adaptive={"enabled": True, "start": 5}))
     assert "--adaptive" in worker_argv(bulk) and "--adaptive" not in worker_argv(urgent)
     assert bulk.concurrency == 5

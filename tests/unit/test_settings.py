@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proj.errors import ConfigError
-from proj.settings import DEFAULT_REDIS_URL, Settings, load_settings
+from proj.settings import DEFAULT_REDIS_URL, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -19,16 +19,16 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_settings_defaults() -> None:
     s = load_settings()
-    assert s.redis_url == DEFAULT_REDIS_URL
-    assert not s.redis_url_is_explicit
-    assert s.broker_url == s.result_backend == DEFAULT_REDIS_URL
+    assert s.broker.redis_url == DEFAULT_REDIS_URL
+    assert not s.broker.redis_url_is_explicit
+    assert s.broker.broker_url == s.broker.result_backend == DEFAULT_REDIS_URL
 
 
 def test_settings_redis_url_feeds_broker_and_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", "redis://h:1/3")
     s = load_settings()
-    assert s.redis_url_is_explicit
-    assert s.broker_url == s.result_backend == "redis://h:1/3"
+    assert s.broker.redis_url_is_explicit
+    assert s.broker.broker_url == s.broker.result_backend == "redis://h:1/3"
 
 
 def test_settings_celery_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,7 +36,7 @@ def test_settings_celery_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CELERY_BROKER_URL", "redis://b:1/0")
     monkeypatch.setenv("CELERY_RESULT_BACKEND", "redis://r:1/0")
     s = load_settings()
-    assert (s.broker_url, s.result_backend) == ("redis://b:1/0", "redis://r:1/0")
+    assert (s.broker.broker_url, s.broker.result_backend) == ("redis://b:1/0", "redis://r:1/0")
 
 
 @pytest.mark.parametrize(
@@ -63,15 +63,15 @@ def test_settings_error_names_variable_and_value(
 
 
 def test_settings_max_countdown_is_below_visibility_timeout() -> None:
-    s = Settings(visibility_timeout_s=100, task_time_limit_s=50, task_soft_time_limit_s=40)
-    assert s.max_countdown_s < s.visibility_timeout_s
+    s = load_settings(visibility_timeout_s=100, task_time_limit_s=50, task_soft_time_limit_s=40)
+    assert s.broker.max_countdown_s < s.broker.visibility_timeout_s
 
 
 def test_settings_flower_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert load_settings().flower_credentials()[0] == "proj"
-    assert len(load_settings().flower_credentials()[1]) >= 12
+    assert load_settings().stack.flower_credentials()[0] == "proj"
+    assert len(load_settings().stack.flower_credentials()[1]) >= 12
     monkeypatch.setenv("FLOWER_BASIC_AUTH", "ops:s3cret")
-    assert load_settings().flower_credentials() == ("ops", "s3cret")
+    assert load_settings().stack.flower_credentials() == ("ops", "s3cret")
 
 
 def test_an_empty_variable_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,7 +80,7 @@ def test_an_empty_variable_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROVIDER_BASE_URL", "")
     monkeypatch.setenv("PROJ_VISIBILITY_TIMEOUT_S", "")
     s = load_settings()
-    assert s.provider_base_url is None and s.visibility_timeout_s == 3600
+    assert s.providers.provider_base_url is None and s.broker.visibility_timeout_s == 3600
 
 
 @pytest.mark.parametrize("value", [":", "ops:", ":pw"])

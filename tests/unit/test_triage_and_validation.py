@@ -7,21 +7,21 @@ from types import SimpleNamespace
 import pytest
 
 from proj.pipelines import aggregate, documents, leads
-from proj.settings import Settings
+from proj.settings import load_settings
 from proj.tasks.router import route_task
 from proj.triage import QUEUE_HEADER, assess
 
-S = Settings(triage_complex_min_chars=100)
+S = load_settings(triage_complex_min_chars=100)
 
 
 def test_triage_urgent_goes_to_urgent_queue_with_small_model() -> None:
     t = assess("lead", "Please call me ASAP", S)
-    assert (t.urgency, t.queue, t.model) == ("high", "urgent", S.model_small)
+    assert (t.urgency, t.queue, t.model) == ("high", "urgent", S.queues.model_small)
 
 
 def test_triage_complex_goes_to_large_model_on_bulk() -> None:
     t = assess("document", "x" * 100, S)
-    assert (t.complexity, t.queue, t.model) == ("complex", "bulk", S.model_large)
+    assert (t.complexity, t.queue, t.model) == ("complex", "bulk", S.queues.model_large)
 
 
 def test_triage_explicit_flag_wins_over_words() -> None:
@@ -31,7 +31,7 @@ def test_triage_explicit_flag_wins_over_words() -> None:
 
 
 def test_triage_table_is_configurable() -> None:
-    s = Settings(triage_queue_by_urgency={"high": "bulk", "normal": "urgent", "low": "bulk"})
+    s = load_settings(triage_queue_by_urgency={"high": "bulk", "normal": "urgent", "low": "bulk"})
     assert assess("lead", "hello", s).queue == "urgent"
 
 
