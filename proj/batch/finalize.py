@@ -26,4 +26,5 @@ async def finalize(store: BatchStore, pipeline: ItemPipeline, batch_id: str) -> 
         await pipeline.finish(batch_id, results, started)
     except Exception:
         logger.exception("batch %s: the pipeline's last step failed", batch_id)
+    await store.mark_finalized(batch_id)
     logger.info("batch %s finished: %d done, %d failed", batch_id, len(results), len(errors))

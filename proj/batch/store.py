@@ -34,6 +34,7 @@ scripts (:mod:`proj.batch.scripts`).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,7 @@ class Progress:
     started: float
     updated: float
     finished: float | None
+    finalized: float | None = None  # its last step (summary, dead letters) has run
 
     @property
     def finished_ok(self) -> bool:
@@ -223,6 +225,7 @@ class BatchStore:
             float(h.get("started", 0)),
             int(h.get("updated", 0)) / 1000,
             float(h["finished"]) / 1000 if h.get("finished") else None,
+            float(h["finalized"]) if h.get("finalized") else None,
         )
 
     async def results(self, batch_id: str) -> dict[int, Any]:
@@ -250,6 +253,10 @@ class BatchStore:
 
     async def batch_ids(self, limit: int = 50) -> list[str]:
         return [_s(b) for b in await self.r.zrevrange(keys.BATCHES, 0, limit - 1)]
+
+    async def mark_finalized(self, batch_id: str) -> None:
+        """The batch's last step has run: a watcher may read its summary now."""
+        await self.r.hset(self.k(batch_id), "finalized", time.time())
 
     async def meta(self, batch_id: str, field: str) -> str | None:
         v = await self.r.hget(self.k(batch_id), field)

@@ -31,6 +31,10 @@ from proj.settings import Settings, get_settings
 
 T = TypeVar("T")
 
+#: A finished batch's last step (summary, dead letters) runs right after it is marked
+#: finished; a watcher waits for it this long at most (its runner may have died in it).
+FINALIZE_WAIT_S = 30.0
+
 
 def reconnect_delay_s(failures: int, interval_s: float, cap_s: float = 2.0) -> float:
     """How long a watcher waits before its next try after ``failures`` failed polls in a row:
@@ -95,7 +99,8 @@ class BatchHandle:
         on_progress: Callable[[Progress], None] | None = None,
         on_connection: Callable[[Exception | None], None] | None = None,
     ) -> Progress:
-        """Poll until the batch is finished; calls ``on_progress`` at each poll.
+        """Poll until the batch is finished and its last step has run; calls ``on_progress`` at
+        each poll.
 
         One event loop and one Redis connection for the whole watch. A lost connection is
         tried again (see :func:`reconnect_delay_s`) until ``timeout_s``; ``on_connection``
@@ -121,8 +126,10 @@ class BatchHandle:
                         on_connection(None)
                 if on_progress is not None:
                     on_progress(p)
-                if p.status == "finished":
-                    return p
+                if p.status == "finished" and (
+                    p.finalized is not None or time.time() - (p.finished or 0) > FINALIZE_WAIT_S
+                ):
+                    return p  # and its summary is stored (or its last step is not coming)
                 if deadline is not None and time.monotonic() > deadline:
                     msg = f"batch {self.batch_id} not finished after {timeout_s}s: {p}"
                     raise TimeoutError(msg)
