@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from proj.files import touch_private
+from proj.resilience.backoff import Backoff
 from proj.settings import get_settings
 
 metadata = sa.MetaData()
@@ -62,6 +63,12 @@ _lock = threading.Lock()
 _engines: dict[tuple[int, str], Engine] = {}
 
 
+#: Retries of a transient database error: creating tables (a race on PostgreSQL's catalog),
+#: and an upsert (SQLite busy, a dropped connection).
+_CREATE_RETRY = Backoff(0.1, 0.4)
+_UPSERT_RETRY = Backoff(0.2, 0.8)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # many worker processes write at once
@@ -82,7 +89,7 @@ def _create_tables(eng: Engine) -> None:
         except sa.exc.DBAPIError:
             if attempt == 4:
                 raise
-            time.sleep(0.1 * (attempt + 1))
+            time.sleep(_CREATE_RETRY.delay(attempt + 1))
 
 
 def engine(url: str | None = None) -> Engine:
@@ -116,7 +123,7 @@ def _upsert(table: sa.Table, row: dict[str, Any], keys: list[str], eng: Engine) 
         except sa.exc.OperationalError:
             if attempt == 3:
                 raise
-            time.sleep(0.2 * 2**attempt)
+            time.sleep(_UPSERT_RETRY.delay(attempt + 1))
 
 
 def _upsert_once(table: sa.Table, row: dict[str, Any], keys: list[str], eng: Engine) -> None:

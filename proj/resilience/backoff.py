@@ -3,7 +3,7 @@ Pure: no clock, no sleep, no randomness of its own (the caller passes its random
 
 Celery tasks use Celery's own ``retry_backoff`` (:class:`proj.tasks.base.ProjTask`); this
 policy is for the retries proj runs in-process: a batch item's retry, a runner's restart, a
-watcher's reconnect.
+watcher's reconnect, a database write (:mod:`proj.store`).
 
 | attempt | wait before jitter |
 |---|---|
