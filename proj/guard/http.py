@@ -180,25 +180,28 @@ class GuardedCall:
 
     def settle(self, outcome: Outcome | None = None) -> None:
         """Record the outcome (``None``: by status) and free the in-flight slot."""
-        if self.settled:
-            return
-        self.settled = True
-        self._release()
-        breaker_outcome, signal = self._decide(outcome)
-        outcomes.report_call(signal, overload=self.status == 429)
-        if self.permit is not None and self.guard.breaker is not None:
-            self.guard.breaker.record(self.permit, breaker_outcome)
+        record = self._settle(outcome)
+        if record is not None:
+            record[0].record(record[1], record[2])
 
     async def asettle(self, outcome: Outcome | None = None) -> None:
         """:meth:`settle` for asyncio callers."""
+        record = self._settle(outcome)
+        if record is not None:
+            await record[0].arecord(record[1], record[2])
+
+    def _settle(self, outcome: Outcome | None) -> tuple[Breaker, Permit, Outcome] | None:
+        """Settle once: free the slot, report the signal; what the breaker must record."""
         if self.settled:
-            return
+            return None
         self.settled = True
         self._release()
         breaker_outcome, signal = self._decide(outcome)
         outcomes.report_call(signal, overload=self.status == 429)
-        if self.permit is not None and self.guard.breaker is not None:
-            await self.guard.breaker.arecord(self.permit, breaker_outcome)
+        breaker = self.guard.breaker
+        if self.permit is None or breaker is None:
+            return None
+        return breaker, self.permit, breaker_outcome
 
 
 def _retry_after(response: httpx.Response) -> float | None:

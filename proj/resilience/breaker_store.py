@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
-import redis
 import redis.asyncio as aioredis
 
 from proj import keys
 from proj.resilience import breaker as rules
 from proj.resilience.breaker import Admission, BreakerPolicy, BreakerState, Snapshot
-from proj.resilience.lua import Arg, LuaScript, text
+from proj.resilience.lua import Arg, LuaScript, SyncClient, text
 
 _NOW = """
 local now = tonumber(ARGV[1])
@@ -403,18 +401,9 @@ class AsyncAdapter:
         return self.store.names()
 
 
-class RedisBreakerStore:
+class RedisBreakerStore(SyncClient):
     """Breaker state in Redis; every step is one Lua script, so it is atomic cluster-wide.
     Works with clients made with or without ``decode_responses``."""
-
-    def __init__(self, client: redis.Redis | Callable[[], redis.Redis]) -> None:
-        self._client = client
-
-    @property
-    def client(self) -> redis.Redis:
-        """The client (a factory is called each time: a process's client after a fork)."""
-        c = self._client
-        return c if isinstance(c, redis.Redis) else c()
 
     def register(self, name: str, policy: BreakerPolicy) -> None:
         """List the breaker and its rule for ``proj breakers``."""

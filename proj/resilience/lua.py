@@ -8,7 +8,7 @@ here and ``NOSCRIPT`` (a restarted or flushed Redis) loads it again.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -39,3 +39,16 @@ class LuaScript:
 def text(v: object) -> str:
     """A reply as text, whether the client decodes responses or not."""
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class SyncClient:
+    """A store's synchronous client: one client, or a factory called each time it is used
+    (so a forked process uses its own)."""
+
+    def __init__(self, client: redis.Redis | Callable[[], redis.Redis]) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> redis.Redis:
+        c = self._client
+        return c if isinstance(c, redis.Redis) else c()

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
-import redis
 import redis.asyncio as aioredis
 
 from proj import keys
 from proj.resilience import ratelimit as rules
-from proj.resilience.lua import Arg, LuaScript, text
+from proj.resilience.lua import Arg, LuaScript, SyncClient, text
 from proj.resilience.ratelimit import RateLimit, Reservation
 
 _NOW = """
@@ -170,16 +168,8 @@ class AsyncLimiterAdapter:
         return self.store.wait_ms(name, limit, now_ms)
 
 
-class RedisLimiterStore:
+class RedisLimiterStore(SyncClient):
     """Limits in Redis, one Lua script per step, on the server's clock."""
-
-    def __init__(self, client: redis.Redis | Callable[[], redis.Redis]) -> None:
-        self._client = client
-
-    @property
-    def client(self) -> redis.Redis:
-        c = self._client
-        return c if isinstance(c, redis.Redis) else c()
 
     def acquire(
         self, name: str, limit: RateLimit | None, max_wait_ms: float, now_ms: float | None = None
