@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,6 +71,15 @@ class WorkerPool:
     @staticmethod
     def nodename(name: str) -> str:
         return WorkerSpec(name, (), 1).nodename
+
+    def kill_all(self) -> None:
+        """End every worker at once (SIGKILL to each process group): for a teardown, where
+        nothing is left to finish. A warm shutdown takes about 2 s a worker."""
+        for proc in self.procs:
+            proc.signal_group(signal.SIGKILL)
+        for proc in self.procs:
+            proc.stop(timeout_s=5)
+        self.procs.clear()
 
     def stop_all(self) -> None:
         for proc in self.procs:

@@ -126,7 +126,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
     finally:
         client.close()
-        pool.stop_all()
+        pool.kill_all()
         server.stop()
 
 

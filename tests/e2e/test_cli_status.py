@@ -47,7 +47,7 @@ def test_cli_status_shows_workers_and_limits(redis_server: object, tmp_path: Pat
             check=False,
         )
     finally:
-        pool.stop_all()
+        pool.kill_all()
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     fixed = next(line for line in lines if pool.nodename("fixed") in line)

@@ -26,7 +26,7 @@ def workers(redis_client: redis_lib.Redis, tmp_path: Path) -> Iterator[WorkerPoo
     """Start real ``celery worker`` processes; all are stopped after the test."""
     pool = WorkerPool(tmp_path / "logs")
     yield pool
-    pool.stop_all()
+    pool.kill_all()
 
 
 @pytest.fixture

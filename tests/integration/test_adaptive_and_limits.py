@@ -278,7 +278,10 @@ def test_a_process_that_exits_on_its_own_is_replaced_while_retired_ones_wait(
     while time.monotonic() < end:
         seen[sim.stats()["in_flight"]["company"]] += 1
         time.sleep(0.02)
-    assert seen.most_common(1)[0][0] == 4, sorted(seen.items())
+    # Often 3 or 4 in flight (a process that exits is replaced in a moment; a loaded machine
+    # makes that moment longer); without the fix, 0 throughout. Never above the new size.
+    busy = sum(n for in_flight, n in seen.items() if in_flight >= 3)
+    assert busy >= 0.4 * sum(seen.values()), sorted(seen.items())
     assert max(seen) <= 4
     wait_until(lambda: all(r.ready() for r in results), 90, "every task to finish")
     assert [r.status for r in results] == ["SUCCESS"] * len(results)

@@ -71,7 +71,7 @@ def lead_workers(
     }
     pool.start("parity", ("bulk", "urgent"), concurrency=4, env=env)
     yield client
-    pool.stop_all()
+    pool.kill_all()
     client.close()
 
 
