@@ -68,6 +68,21 @@ class WorkerPool:
             wait_until(ready, 60, f"worker {spec.nodename}", interval_s=0.2)
         return proc
 
+    def wait_ready(self, *names: str, timeout_s: float = 60) -> None:
+        """Wait until the workers started with ``wait=False`` answer a ping (together: their
+        start-ups overlap)."""
+        nodes = {self.nodename(n) for n in names}
+        procs = [p for p in self.procs if p.name in names]
+        broker = procs[0].env["REDIS_URL"] if procs else os.environ["REDIS_URL"]
+
+        def ready() -> bool:
+            for proc in procs:
+                if not proc.alive():
+                    raise AssertionError(f"worker {proc.name} exited:\n{proc.log_tail()}")
+            return nodes <= set(ping_workers(broker, sorted(nodes), timeout_s=0.5))
+
+        wait_until(ready, timeout_s, f"workers {sorted(nodes)}", interval_s=0.2)
+
     @staticmethod
     def nodename(name: str) -> str:
         return WorkerSpec(name, (), 1).nodename

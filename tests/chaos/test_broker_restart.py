@@ -230,7 +230,11 @@ def _mid_batch(stack: Stack, runs: Runs, n: int) -> None:
     assert len(runs.ends()) < n, "the batch ended before the restart: make it longer"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+@pytest.mark.parametrize(
+    "sig",
+    [pytest.param(signal.SIGTERM, marks=pytest.mark.chaos_long), signal.SIGKILL],
+    ids=["sigterm", "sigkill"],
+)
 def test_broker_restart_mid_batch_loses_nothing(
     stack: Stack, sig: signal.Signals, chaos_report: Callable[..., None]
 ) -> None:

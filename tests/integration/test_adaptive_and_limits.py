@@ -108,18 +108,19 @@ def test_global_rate_limit_holds_across_four_workers(
     # measures the limiter, not this test competing with the workers for the CPU.
     nodes = [workers.nodename(f"w{n}") for n in range(4)]
     for n in range(4):
-        workers.start(f"w{n}", ("urgent",), concurrency=4, env=env)
-    for i in range(850):  # 17 s at 50/s
+        workers.start(f"w{n}", ("urgent",), concurrency=4, env=env, wait=False)
+    workers.wait_ready(*(f"w{n}" for n in range(4)))
+    for i in range(650):  # 13 s at 50/s
         calls.company.delay(f"r{i}.com")
     replies = celery_app.control.add_consumer(  # type: ignore[attr-defined]
         "bulk", destination=nodes, reply=True, timeout=5
     )
     assert len(replies) == 4, replies
-    wait_until(lambda: sim.count("company") >= 800, 60, "the calls to arrive")
+    wait_until(lambda: sim.count("company") >= 600, 60, "the calls to arrive")
     times = sorted(sim.arrivals("company"))
     busiest, at = _busiest_second(times)
-    start = times[0] + 3.0  # the achieved rate over 12 s in the middle
-    achieved = len([t for t in times if start <= t < start + 12.0]) / 12.0
+    start = times[0] + 2.0  # the achieved rate over 9 s in the middle
+    achieved = len([t for t in times if start <= t < start + 9.0]) / 9.0
     print(f"busiest second: {busiest} calls, {at:.2f}s after the first; {achieved:.1f}/s")
     assert busiest <= 50 + 1, f"{busiest} calls in the 1 s from {at:.2f}s"  # rate + burst
     assert achieved >= 0.95 * 50, achieved
@@ -130,7 +131,8 @@ def test_retry_after_stops_every_worker(
 ) -> None:
     sim.configure({"routes": {"company": {"latency_ms": 30}}})
     for n in range(4):
-        workers.start(f"w{n}", ("bulk",), concurrency=2, env=provider_env)
+        workers.start(f"w{n}", ("bulk",), concurrency=2, env=provider_env, wait=False)
+    workers.wait_ready(*(f"w{n}" for n in range(4)))
     for i in range(2000):
         calls.company.delay(f"s{i}.com")
     wait_until(lambda: sim.count("company") >= 100, 30, "steady traffic")
@@ -269,7 +271,7 @@ def test_a_process_that_exits_on_its_own_is_replaced_while_retired_ones_wait(
     extra = ("--max-tasks-per-child", "2")
     workers.start("recycle", ("bulk",), concurrency=8, env=env, extra_args=extra)
     node = workers.nodename("recycle")
-    results = [calls.company.delay(f"r{i}.com") for i in range(200)]
+    results = [calls.company.delay(f"r{i}.com") for i in range(90)]
     wait_until(lambda: sim.stats()["in_flight"]["company"] == 8, 30, "all 8 processes busy")
     assert _resize(celery_app, node, 4) == {"ok": "pool 8 -> 4"}
     time.sleep(0.5)  # the retired processes finish their job; the others exit every 2 tasks

@@ -41,8 +41,9 @@ def test_breaker_opens_pauses_calls_and_no_task_is_lost(
     celery_app: object,
 ) -> None:
     env = {**provider_env, **BREAKER_ENV}
-    workers.start("w1", ("bulk",), concurrency=4, env=env)
-    workers.start("w2", ("bulk",), concurrency=4, env=env)
+    workers.start("w1", ("bulk",), concurrency=4, env=env, wait=False)
+    workers.start("w2", ("bulk",), concurrency=4, env=env, wait=False)
+    workers.wait_ready("w1", "w2")
     events = EventCollector(celery_app, "proj-breaker-state").start()
     sim.configure({"routes": {"company": {"latency_ms": 40}}})
     n = 300

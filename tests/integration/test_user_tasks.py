@@ -38,7 +38,8 @@ def test_user_task_breaker_pauses_a_dead_service_and_loses_nothing(
         PROJ_BREAKERS=json.dumps({"payments": {"min_calls": 5, "open_s": open_s, "window_s": 5}}),
     )
     for n in ("u1", "u2"):
-        workers.start(n, ("bulk",), concurrency=2, env=env, extra_args=USER)
+        workers.start(n, ("bulk",), concurrency=2, env=env, extra_args=USER, wait=False)
+    workers.wait_ready("u1", "u2")
     sim.configure({"routes": {"source": {"latency_ms": 20, "down": True}}})
     n = 40
     results = [usertasks.charge.delay(i) for i in range(n)]
@@ -78,7 +79,8 @@ def test_global_rate_limit_holds_across_workers_for_a_user_task(
     env = _env(sim)
     # Both workers wait on the (empty) urgent queue, then take up `bulk` at once.
     for n in ("r1", "r2"):
-        workers.start(n, ("urgent",), concurrency=3, env=env, extra_args=USER)
+        workers.start(n, ("urgent",), concurrency=3, env=env, extra_args=USER, wait=False)
+    workers.wait_ready("r1", "r2")
     n = 40
     results = [usertasks.sync_contacts.delay(i) for i in range(n)]
     celery_app.control.add_consumer(  # type: ignore[attr-defined]
