@@ -371,6 +371,18 @@ async def _chat_stream(request: web.Request, body: Any, delay: float) -> web.Str
     return response
 
 
+def _lookup_route(
+    state: SimState, route: str, param: str, answer: Callable[[str], dict[str, Any]]
+) -> Handler:
+    """A lookup route: the path parameter ``param`` is the key, ``answer`` makes the reply."""
+    return _route(
+        state,
+        route,
+        lambda r, _: r.match_info[param],
+        lambda r, _: answer(r.match_info[param]),
+    )
+
+
 def make_app(state: SimState) -> web.Application:
     app = web.Application()
     app["state"] = state
@@ -439,33 +451,13 @@ def make_app(state: SimState) -> web.Application:
     )
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", get_model)
-    app.router.add_get(
-        "/v1/companies/{domain}",
-        _route(
-            state,
-            "company",
-            lambda r, _: r.match_info["domain"],
-            lambda r, _: fake.company(r.match_info["domain"]),
-        ),
-    )
-    app.router.add_get(
-        "/v1/people/{email}",
-        _route(
-            state,
-            "person",
-            lambda r, _: r.match_info["email"],
-            lambda r, _: fake.person(r.match_info["email"]),
-        ),
-    )
-    app.router.add_get(
-        "/v1/sources/{name}",
-        _route(
-            state,
-            "source",
-            lambda r, _: r.match_info["name"],
-            lambda r, _: fake.source(r.match_info["name"]),
-        ),
-    )
+    # Lookups: one path parameter is the key, the answer is made from it.
+    for path, route, param, answer in (
+        ("/v1/companies/{domain}", "company", "domain", fake.company),
+        ("/v1/people/{email}", "person", "email", fake.person),
+        ("/v1/sources/{name}", "source", "name", fake.source),
+    ):
+        app.router.add_get(path, _lookup_route(state, route, param, answer))
     app.router.add_get("/admin/config", _admin(state, get_config))
     app.router.add_post("/admin/config", _admin(state, post_config))
     app.router.add_post("/admin/reset", _admin(state, reset))
