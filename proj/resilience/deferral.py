@@ -6,8 +6,8 @@ from proj.errors import ProjError
 
 
 class Deferral(ProjError):
-    """Come back in ``wait_s`` seconds. :class:`proj.tasks.base.ProjTask` re-sends the task
-    after the wait without using up a retry."""
+    """Come back in ``wait_s`` seconds. :class:`proj.tasks.base.ProjTask` parks the task in
+    Redis until then (:mod:`proj.parking`), without using up a retry."""
 
     wait_s: float = 1.0
     #: Jitter added to the wait, as a fraction of it (wider for 429s, so comebacks spread).

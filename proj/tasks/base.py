@@ -54,8 +54,8 @@ class ProjTask(Task):
       retried with exponential backoff and jitter, up to PROJ_TASK_MAX_RETRIES times;
     - an open breaker, a rate-limit wait or a 429 (proj's own, or any exception carrying a
       429 ``response``, such as ``httpx.HTTPStatusError`` or the OpenAI SDK's
-      ``RateLimitError``) *defers* the task: it is sent again with the same id (chords still
-      count it) after the wait, and that does not use up a retry.
+      ``RateLimitError``) *defers* the task: it is parked in Redis and sent again with the
+      same id (chords still count it) after the wait, and that does not use up a retry.
     """
 
     urgent: bool = False
