@@ -205,22 +205,13 @@ class RetrySettings(BaseSettings):
     )
 
 
-class BreakerSettings(BaseSettings):
-    """The defaults of every circuit breaker (one per dependency), and overrides per name."""
+class BreakerSettings(BaseSettings, BreakerPolicy):
+    """The defaults of every circuit breaker (one per dependency): :class:`BreakerPolicy`'s
+    fields, each read from ``PROJ_BREAKER_<FIELD>``; and overrides per name."""
 
     model_config = _config("PROJ_BREAKER_")
 
     enabled: bool = Field(True, description="Off: calls are never paused (tests, debug).")
-    failure_rate: float = Field(0.2, gt=0, lt=1, description="Opens above this rate.")
-    window_s: float = Field(10.0, gt=0, description="Sliding window length.")
-    window_buckets: int = Field(10, ge=1, le=600)
-    min_calls: int = Field(20, ge=1, description="Fewer calls in the window never open it.")
-    open_s: float = Field(30.0, gt=0, description="Open this long before one probe.")
-    probes: int = Field(1, ge=1, description="Half-open probes at once, cluster-wide.")
-    probe_lease_s: float = Field(
-        60.0, gt=0, description="A probe that never reports frees its slot after this."
-    )
-    half_open_wait_s: float = Field(1.0, gt=0)
     cache_s: float = Field(
         0.1, ge=0, le=5, description="How long a process trusts a 'closed' answer."
     )
@@ -232,11 +223,7 @@ class BreakerSettings(BaseSettings):
 
     def defaults(self) -> dict[str, Any]:
         """The PROJ_BREAKER_* values as :class:`BreakerPolicy` fields."""
-        return {
-            name: getattr(self, name)
-            for name in BreakerPolicy.model_fields
-            if name in type(self).model_fields
-        }
+        return self.model_dump(include=set(BreakerPolicy.model_fields))
 
 
 class AdaptiveSettings(BaseSettings):

@@ -39,6 +39,39 @@ def _markers(client: redis_lib.Redis) -> list[Marker]:
     return [m for m in (Marker.loads(v) for v in found) if m is not None]
 
 
+def _batch_on_a_doomed_worker(
+    workers: WorkerPool,
+    sim: SimAdmin,
+    provider_env: dict[str, str],
+    n: int,
+    prefix: str,
+    *,
+    watchdog_s: str,
+    latency_ms: int,
+    done_at: int,
+) -> tuple[dict[str, str], batch.BatchHandle]:
+    """A company batch of ``n`` running on a worker called ``doomed`` (runner leases of 2 s),
+    once ``done_at`` items are done; returns the workers' environment and the batch."""
+    env = {
+        **provider_env,
+        "PROJ_BATCH_CONCURRENCY": "20",
+        "PROJ_BATCH_RUNNER_LEASE_S": "2",
+        "PROJ_BATCH_WATCHDOG_INTERVAL_S": watchdog_s,
+    }
+    workers.start("doomed", ("bulk",), concurrency=2, env=env)
+    sim.configure({"routes": {"company": {"latency_ms": latency_ms}}})
+    h = batch.submit("company", _domains(n, prefix))
+    wait_until(lambda: h.progress().done >= done_at, 30, "the batch to be under way")
+    return env, h
+
+
+def _sigkill(workers: WorkerPool, name: str) -> None:
+    """SIGKILL a worker and its pool, as the OOM killer would."""
+    proc = next(p for p in workers.procs if p.name == name)
+    proc.signal_group(signal.SIGKILL)
+    proc.stop()
+
+
 def test_batch_heals_without_a_command_after_its_runners_worker_is_sigkilled(
     workers: WorkerPool,
     sim: SimAdmin,
@@ -46,20 +79,12 @@ def test_batch_heals_without_a_command_after_its_runners_worker_is_sigkilled(
     redis_client: redis_lib.Redis,
     chaos_report: Callable[..., None],
 ) -> None:
-    env = {
-        **provider_env,
-        "PROJ_BATCH_CONCURRENCY": "20",
-        "PROJ_BATCH_RUNNER_LEASE_S": "2",
-        "PROJ_BATCH_WATCHDOG_INTERVAL_S": "0.5",
-    }
-    doomed = workers.start("doomed", ("bulk",), concurrency=2, env=env)
-    sim.configure({"routes": {"company": {"latency_ms": 150}}})
     n = 400  # a large batch: two runners, both on the doomed worker
-    h = batch.submit("company", _domains(n, "heal"))
-    wait_until(lambda: h.progress().done >= 100, 30, "the batch to be under way")
+    env, h = _batch_on_a_doomed_worker(
+        workers, sim, provider_env, n, "heal", watchdog_s="0.5", latency_ms=150, done_at=100
+    )
     assert _runner_nodes(redis_client, h.batch_id) == {WorkerPool.nodename("doomed")}
-    doomed.signal_group(signal.SIGKILL)
-    doomed.stop()
+    _sigkill(workers, "doomed")
     p = h.progress()
     assert p.status == "running" and p.done < n
     time.sleep(1.0)  # calls the dead runners had in flight still reach the provider
@@ -101,19 +126,11 @@ def test_resume_starts_at_once_when_the_in_flight_markers_name_a_dead_runner(
 ) -> None:
     # Item leases and in-flight markers keep their default of 120 s: only the runners' leases
     # are short, and the watchdog is off, so resume alone can restart the batch.
-    env = {
-        **provider_env,
-        "PROJ_BATCH_CONCURRENCY": "20",
-        "PROJ_BATCH_RUNNER_LEASE_S": "2",
-        "PROJ_BATCH_WATCHDOG_INTERVAL_S": "0",
-    }
-    doomed = workers.start("doomed", ("bulk",), concurrency=2, env=env)
-    sim.configure({"routes": {"company": {"latency_ms": 400}}})
     n = 300
-    h = batch.submit("company", _domains(n, "resume"))
-    wait_until(lambda: h.progress().done >= 60, 30, "the batch to be under way")
-    doomed.signal_group(signal.SIGKILL)
-    doomed.stop()
+    env, h = _batch_on_a_doomed_worker(
+        workers, sim, provider_env, n, "resume", watchdog_s="0", latency_ms=400, done_at=60
+    )
+    _sigkill(workers, "doomed")
     held = [m for m in _markers(redis_client) if m.batch_id == h.batch_id]
     assert held, "the dead runners left in-flight markers"
     assert {m.runner.split("/")[0] for m in held} == {WorkerPool.nodename("doomed")}

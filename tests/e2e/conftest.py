@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -72,3 +73,15 @@ def read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float) -> st
             raise AssertionError(f"no {marker!r} after {timeout_s}s:\n{''.join(lines)}")
         time.sleep(0.1)
     return "".join(lines)
+
+
+def stop_up(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM a ``proj up`` and wait for it to stop everything it started (killed after 60 s)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-import signal
 import stat
 import subprocess
 import threading
@@ -21,7 +20,7 @@ import httpx
 import pytest
 import redis
 
-from tests.e2e.conftest import alive, clean_env, descendants, proj_exe, read_until
+from tests.e2e.conftest import alive, clean_env, descendants, proj_exe, read_until, stop_up
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,14 +131,7 @@ def test_up_writes_no_secret_and_no_service_is_open_without_one(
         assert not [s for s in found if s in submit.stdout + submit.stderr]
         assert [p for p in hook.paths if path_token in p and query_token in p], hook.paths
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            if proc.stdout is not None:
-                proc.stdout.close()
+        stop_up(proc)
     assert proc.returncode == 0
 
     files, dirs = _files_and_dirs(state)

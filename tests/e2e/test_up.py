@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from proj.stack.redis_server import embedded_redis_server
-from tests.e2e.conftest import alive, clean_env, descendants, proj_exe, read_until
+from tests.e2e.conftest import alive, clean_env, descendants, proj_exe, read_until, stop_up
 
 
 @pytest.mark.slow
@@ -45,14 +44,7 @@ def test_up_on_embedded_redis_then_sigterm_leaves_no_process(tmp_path: Path) -> 
         assert workers.status_code == 200
         assert len(procs) >= 1 + 2 + 3 + 1  # redis, 2 workers with pools, flower
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            if proc.stdout is not None:
-                proc.stdout.close()
+        stop_up(proc)
     assert proc.returncode == 0
     time.sleep(0.5)
     left = [p for p in procs if alive(p)]
