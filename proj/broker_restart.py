@@ -17,17 +17,41 @@ still running are acknowledged on that channel after the reconnect.
 
 :func:`install` applies it in the app's worker processes only. Remove it when a Celery/kombu
 release passes tests/chaos/test_broker_restart.py without it.
+
+A second gap, in kombu's Redis transport: a worker takes a message with BRPOP (the message leaves
+the queue) and records it as unacknowledged with a second command (``QoS.append``: ZADD and
+HSET). If Redis goes away between the two, the record fails, the message is dropped and nothing
+will ever deliver it again (kombu #305): one task in about fifty restarts of
+tests/chaos/test_broker_restart.py. proj retries the record until Redis answers (the consumer
+waits, as it does while it reconnects), for at most :data:`RECORD_DEADLINE_S`; past that the
+task still runs here, held in memory only, and one line says so. Tested by
+tests/integration/test_unacked_record.py, which kills Redis in that window.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import redis
 from celery import signals
+from celery.utils.log import get_logger
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+
+from proj.resilience.backoff import Backoff
+
+logger = get_logger(__name__)
 
 _KEPT = "_proj_connparams"  # channel attribute: {asynchronous: the last parameters built}
 _ORIGINAL = kombu_redis.Channel._connparams
+_APPEND = kombu_redis.QoS.append
+
+RECORD_DEADLINE_S = 60.0
+"""How long a worker waits for Redis to record a message it has just taken, before it runs the
+task with the message held in memory only."""
+RECORD_BACKOFF = Backoff(base_s=0.05, max_s=1.0)
+_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
 def _connparams(self: Any, asynchronous: bool = False) -> Any:
@@ -42,9 +66,50 @@ def _connparams(self: Any, asynchronous: bool = False) -> Any:
     return params
 
 
+def _task_id(message: Any) -> str:
+    headers = getattr(message, "headers", None) or {}
+    return str(headers.get("id") or getattr(message, "delivery_tag", "?"))
+
+
+def _append(self: Any, message: Any, delivery_tag: str) -> None:
+    """kombu's ``QoS.append`` (record a message just taken as unacknowledged), retried while
+    Redis is unreachable instead of dropping the message."""
+    deadline = time.monotonic() + RECORD_DEADLINE_S
+    attempt = 0
+    while True:
+        try:
+            _APPEND(self, message, delivery_tag)
+        except _UNREACHABLE as err:
+            attempt += 1
+            if time.monotonic() >= deadline:
+                logger.error(
+                    "Redis unreachable for %.0f s: task %s runs without an unacknowledged "
+                    "record; if this worker stops before it ends, it is not delivered again (%s)",
+                    RECORD_DEADLINE_S,
+                    _task_id(message),
+                    err,
+                )
+                virtual.QoS.append(self, message, delivery_tag)
+                return
+            if attempt == 1:
+                logger.warning(
+                    "Redis went away as task %s was taken from the queue: waiting to record it "
+                    "as unacknowledged (%s)",
+                    _task_id(message),
+                    err,
+                )
+            time.sleep(RECORD_BACKOFF.delay(attempt))
+        else:
+            if attempt:
+                logger.warning("task %s recorded as unacknowledged", _task_id(message))
+            return
+
+
 def patch() -> None:
-    """Make kombu's Redis channels keep their connection parameters (idempotent)."""
+    """Make kombu's Redis channels keep their connection parameters and retry the record of
+    a message just taken (idempotent)."""
     kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]
+    kombu_redis.QoS.append = _append  # type: ignore[method-assign]
 
 
 def install(app: Any) -> None:

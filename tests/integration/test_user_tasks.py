@@ -88,9 +88,12 @@ def test_global_rate_limit_holds_across_workers_for_a_user_task(
     )
     metas = wait_all(results, timeout_s=120)
     assert states(metas) == {"SUCCESS": n}
-    arrivals = sim.arrivals("source")
-    assert len(arrivals) == n
-    assert _busiest_second(arrivals) <= 10 + 1  # the rate, plus one at a window's edge
+    assert len(sim.arrivals("source")) == n
+    # Measured where the limit acts, as each task starts: arrivals at the service add the
+    # jitter of making the request (a loaded machine bunches them by a tenth of a second).
+    starts = [float(m["result"]) for m in metas.values()]
+    assert _busiest_second(starts) <= 10 + 1  # the rate, plus one at a window's edge
+    assert max(starts) - min(starts) >= (n - 11) / 10  # and the whole run is held to it
     assert redis_client.exists(keys.rate_limit("crm"))
 
 
