@@ -56,3 +56,19 @@ def redis_server(session_dir: Path) -> Iterator[object]:
     server = RedisServer(session_dir / "redis", port=_REDIS_PORT).start()
     yield server
     server.stop()
+
+
+_CHAOS_LINES: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep the lines chaos tests report (``chaos_report``), from whichever process ran them."""
+    if report.when == "teardown":
+        _CHAOS_LINES.extend(str(v) for k, v in report.user_properties if k == "chaos")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _CHAOS_LINES:
+        terminalreporter.section("chaos: submitted / completed / lost / run twice")
+        for line in _CHAOS_LINES:
+            terminalreporter.write_line(line)

@@ -23,8 +23,6 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures shared with in
     workers,
 )
 
-_LINES: list[str] = []
-
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("PROJ_CHAOS_LONG") == "1":
@@ -41,13 +39,8 @@ def chaos_report(request: pytest.FixtureRequest) -> Callable[..., None]:
 
     def report(**counts: object) -> None:
         fields = " ".join(f"{k}={v}" for k, v in counts.items())
-        _LINES.append(f"{request.node.name}: {fields}")
+        # A property of the test's report, so it reaches the run's summary (tests/conftest.py)
+        # from any process, pytest-xdist's workers included.
+        request.node.user_properties.append(("chaos", f"{request.node.name}: {fields}"))
 
     return report
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _LINES:
-        terminalreporter.section("chaos: submitted / completed / lost / run twice")
-        for line in _LINES:
-            terminalreporter.write_line(line)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis as redis_lib
 
 from proj import keys
@@ -24,6 +25,8 @@ from proj.parking import Parking
 from proj.results import states, wait_all
 from proj.sim.admin import SimAdmin
 from tests.support import WorkerPool, wait_until
+
+pytestmark = pytest.mark.serial  # measures rates or timings: runs alone (Makefile)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,6 +8,7 @@ import json
 import re
 import time
 
+import pytest
 import redis as redis_lib
 
 from proj import keys
@@ -15,6 +16,8 @@ from proj.adaptive import poolsize
 from proj.sim.admin import SimAdmin
 from proj.tasks import calls
 from tests.support import WorkerPool, wait_until
+
+pytestmark = pytest.mark.serial  # measures rates or timings: runs alone (Makefile)
 
 
 def _status(r: redis_lib.Redis, node: str) -> dict[str, str]:

@@ -163,6 +163,7 @@ def _probe_race(url: str, name: str, start: float, out: Any) -> None:
     out.put(ran)
 
 
+@pytest.mark.serial  # eight processes racing for one probe: runs alone (Makefile)
 def test_one_probe_per_open_period_across_eight_processes(
     redis_client: redis_lib.Redis, redis_server: Any, fresh_registry: None
 ) -> None:

@@ -16,6 +16,8 @@ from proj.sim.admin import SimAdmin
 from proj.tasks import calls
 from tests.support import EventCollector, WorkerPool, wait_until
 
+pytestmark = pytest.mark.serial  # measures rates or timings: runs alone (Makefile)
+
 BREAKER_ENV = {
     "PROJ_BREAKER_MIN_CALLS": "10",
     "PROJ_BREAKER_WINDOW_S": "5",

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis as redis_lib
 
 from proj.tasks.demo import urgent_work, work
 from tests.support import WorkerPool
+
+pytestmark = pytest.mark.serial  # measures rates or timings: runs alone (Makefile)
 
 BACKLOG = 500
 BULK_TASK_S = 0.2

@@ -15,6 +15,8 @@ from proj.results import states, wait_all
 from proj.sim.admin import SimAdmin
 from tests.support import WorkerPool, wait_until
 
+pytestmark = pytest.mark.serial  # measures rates or timings: runs alone (Makefile)
+
 ROOT = Path(__file__).resolve().parents[2]
 USER = ("-I", "tests.usertasks")
 
