@@ -178,7 +178,7 @@ class Runner:
         }
 
 
-@app.task(name="proj.batch.run", bind=True)
+@app.task(name="proj.batch.run", bind=True, track_started=True)
 def run_batch(
     self: Any, batch_id: str, replaces: str | None = None, forced: bool = False
 ) -> dict[str, Any]:

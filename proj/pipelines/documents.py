@@ -58,7 +58,7 @@ async def analyse_aspect(
     return {**{k: data.get(k) for k in _KEYS[aspect]}, "usage": result.usage.to_dict()}
 
 
-@app.task(name="proj.documents.aspect")
+@app.task(name="proj.documents.aspect", track_started=True)
 def aspect_task(aspect: str, text: str, model: str) -> dict[str, Any]:
     """One branch: never raises, returns a branch record."""
     return run_as_branch(aspect, lambda p: analyse_aspect(p, aspect, text, model))

@@ -204,7 +204,7 @@ class LeadsPipeline(Pipeline):
 PIPELINE = LeadsPipeline()
 
 
-@app.task(name="proj.leads.enrich_lead", bind=True)
+@app.task(name="proj.leads.enrich_lead", bind=True, track_started=True)
 def enrich_lead(
     self: Any, lead: dict[str, Any], run_id: str, model: str, category: str
 ) -> dict[str, Any]:

@@ -27,13 +27,13 @@ def _work(task: Any, duration_s: float) -> dict[str, Any]:
     }
 
 
-@app.task(name="proj.work", bind=True)
+@app.task(name="proj.work", bind=True, track_started=True)
 def work(self: Any, duration_s: float = 0.0) -> dict[str, Any]:
     """Sleep ``duration_s`` (a stand-in for an I/O call) and report when the task started."""
     return _work(self, duration_s)
 
 
-@app.task(name="proj.urgent_work", bind=True, urgent=True)
+@app.task(name="proj.urgent_work", bind=True, urgent=True, track_started=True)
 def urgent_work(self: Any, duration_s: float = 0.0) -> dict[str, Any]:
     """Same as :func:`work`, declared urgent: the router sends it to the urgent queue."""
     return _work(self, duration_s)

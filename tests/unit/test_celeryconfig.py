@@ -54,3 +54,18 @@ def test_config_declares_urgent_and_bulk_queues() -> None:
     names = {q.name for q in app.conf.task_queues}
     assert names == {"urgent", "bulk"}
     assert app.conf.task_default_queue == "bulk"
+
+
+def test_started_is_recorded_only_for_tasks_someone_follows() -> None:
+    """STARTED costs a result-backend write per task: off by default, on where declared."""
+    import proj.batch.runner
+    import proj.pipelines.documents
+    import proj.pipelines.leads
+    import proj.tasks.calls
+    import proj.tasks.demo  # noqa: F401  (registers the tasks)
+
+    assert app.conf.task_track_started is False
+    followed = {"proj.batch.run", "proj.documents.aspect", "proj.leads.enrich_lead", "proj.work"}
+    assert all(app.tasks[name].track_started for name in followed)
+    assert not app.tasks["proj.ping"].track_started
+    assert not app.tasks["proj.calls.company"].track_started
