@@ -226,8 +226,10 @@ class BreakerSettings(BaseSettings, BreakerPolicy):
         return self.model_dump(include=set(BreakerPolicy.model_fields))
 
 
-class AdaptiveSettings(BaseSettings):
-    """Adaptive concurrency, per worker node."""
+class AdaptiveSettings(BaseSettings, ConcurrencyPolicy):
+    """Adaptive concurrency, per worker node: :class:`ConcurrencyPolicy`'s fields, each read
+    from ``PROJ_ADAPTIVE_<FIELD>`` (the bounds from ``PROJ_ADAPTIVE_MIN`` and ``_MAX``), plus
+    the switch and the controller's tick."""
 
     model_config = _config("PROJ_ADAPTIVE_")
 
@@ -236,19 +238,21 @@ class AdaptiveSettings(BaseSettings):
         validation_alias=_alias("PROJ_ADAPTIVE_CONCURRENCY", "enabled"),
         description="Run the adaptive controller in every worker (or pass --adaptive).",
     )
-    start: int = Field(5, ge=1, description="Pool size proj up starts adaptive workers at.")
-    min: int = Field(2, ge=1)
-    max: int = Field(10, ge=1)
-    target_success: float = Field(0.95, gt=0, lt=1)
-    increase: int = Field(1, ge=1)
-    decrease_ratio: float = Field(0.9, gt=0, lt=1)
-    cooldown_s: float = Field(2.0, ge=0)
-    window_s: float = Field(10.0, gt=0)
-    min_samples: int = Field(20, ge=1)
-    tick_s: float = Field(0.5, gt=0)
+    start: int = Field(
+        5, ge=1, description="Pool size adaptive workers start at (kept within the bounds)."
+    )
+    minimum: int = Field(2, ge=1, validation_alias=_alias("PROJ_ADAPTIVE_MIN", "minimum"))
+    maximum: int = Field(10, ge=1, validation_alias=_alias("PROJ_ADAPTIVE_MAX", "maximum"))
+    tick_s: float = Field(0.5, gt=0, description="How often the controller decides.")
 
     @model_validator(mode="after")
-    def _check(self) -> AdaptiveSettings:
+    def _bounds(self) -> AdaptiveSettings:
+        """Replaces the policy's check: ``start`` outside the bounds is clamped, not refused."""
+        if self.minimum > self.maximum:
+            raise ValueError(
+                f"PROJ_ADAPTIVE_MIN must be <= PROJ_ADAPTIVE_MAX, got {self.minimum} > "
+                f"{self.maximum}"
+            )
         try:
             self.policy()
         except pydantic.ValidationError as err:
@@ -258,18 +262,7 @@ class AdaptiveSettings(BaseSettings):
 
     def policy(self, **overrides: Any) -> ConcurrencyPolicy:
         """The adaptive controller's policy (``overrides`` from worker options)."""
-        values = {
-            "start": self.start,
-            "minimum": self.min,
-            "maximum": self.max,
-            "target_success": self.target_success,
-            "increase": self.increase,
-            "decrease_ratio": self.decrease_ratio,
-            "cooldown_s": self.cooldown_s,
-            "window_s": self.window_s,
-            "min_samples": self.min_samples,
-            **overrides,
-        }
+        values = {**self.model_dump(include=set(ConcurrencyPolicy.model_fields)), **overrides}
         values["start"] = min(values["maximum"], max(values["minimum"], values["start"]))
         return ConcurrencyPolicy(**values)
 

@@ -100,3 +100,27 @@ def test_a_malformed_answer_is_retried_like_other_transient_failures() -> None:
     from proj.tasks.base import ProjTask
 
     assert MalformedResponse in ProjTask.autoretry_for
+
+
+def test_adaptive_settings_are_the_policy_fields_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from proj.resilience.concurrency import ConcurrencyPolicy
+
+    assert load_settings().adaptive.policy() == ConcurrencyPolicy()  # the same defaults
+    monkeypatch.setenv("PROJ_ADAPTIVE_MAX", "3")
+    monkeypatch.setenv("PROJ_ADAPTIVE_COOLDOWN_S", "0.5")
+    monkeypatch.setenv("PROJ_ADAPTIVE_SLOW_START", "false")
+    policy = load_settings().adaptive.policy()
+    assert (policy.maximum, policy.cooldown_s, policy.slow_start) == (3, 0.5, False)
+    assert policy.start == 3  # the default start (5), kept within the bounds
+    assert load_settings().adaptive.policy(maximum=40).maximum == 40  # --adaptive-max
+
+
+def test_adaptive_bounds_the_wrong_way_round_are_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROJ_ADAPTIVE_MIN", "8")
+    monkeypatch.setenv("PROJ_ADAPTIVE_MAX", "3")
+    with pytest.raises(
+        ConfigError, match=r"PROJ_ADAPTIVE_MIN must be <= PROJ_ADAPTIVE_MAX, got 8 > 3"
+    ):
+        load_settings()
