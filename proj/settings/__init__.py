@@ -1,0 +1,309 @@
+"""The one settings object, by section: read from the environment once, validated at start-up.
+
+Each section is a pydantic-settings model with its own prefix, so every environment name is
+the library's (prefix + field, or the alias a field names) and the names users know stay as
+they are: ``PROJ_BATCH_CONCURRENCY`` is ``settings.batch.concurrency``,
+``PROJ_VISIBILITY_TIMEOUT_S`` is ``settings.broker.visibility_timeout_s``, ``REDIS_URL`` is
+``settings.broker.redis_url``. Every knob has a default and a unit in its name.
+
+Entry points (the worker, ``proj``, the app when a task runs) read it once through
+:func:`get_settings`; nothing reads it when proj is imported, so a program may set a variable
+after ``import proj``. The policy objects (breaker, adaptive, rate limits) are built here, from
+the sections, and nowhere else.
+
+The sections live by concern: :mod:`proj.settings.messaging` (broker, queues, retries, results,
+quarantine, parking), :mod:`proj.settings.calls` (breakers, adaptive concurrency, rate limits,
+providers), :mod:`proj.settings.runs` (batches, the local stack); :mod:`proj.settings.fields`
+holds what they share (how a section reads the environment, errors that name the variable).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from importlib import resources
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel, PrivateAttr, SecretStr, model_validator
+from pydantic_settings import BaseSettings
+
+from proj import dependencies
+from proj.dependencies import Dependency
+from proj.errors import ConfigError
+from proj.resilience.breaker import BreakerPolicy
+from proj.resilience.concurrency import ConcurrencyPolicy
+from proj.resilience.ratelimit import RateLimit, parse_rate
+from proj.settings.calls import (
+    AdaptiveSettings,
+    BreakerSettings,
+    ProviderSettings,
+    RateLimitSettings,
+)
+from proj.settings.fields import (
+    DEFAULT_PRICES,
+    DEFAULT_REDIS_URL,
+    ModelPrice,
+    Priority,
+    env_name,
+    format_error,
+)
+from proj.settings.messaging import (
+    BrokerSettings,
+    ParkingSettings,
+    QuarantineSettings,
+    QueueSettings,
+    ResultSettings,
+    RetrySettings,
+)
+from proj.settings.runs import BatchSettings, StackSettings
+
+__all__ = [
+    "DEFAULT_PRICES",
+    "DEFAULT_REDIS_URL",
+    "SECTIONS",
+    "AdaptiveSettings",
+    "BatchSettings",
+    "BreakerSettings",
+    "BrokerSettings",
+    "ModelPrice",
+    "ParkingSettings",
+    "Priority",
+    "ProviderSettings",
+    "QuarantineSettings",
+    "QueueSettings",
+    "RateLimitSettings",
+    "ResultSettings",
+    "RetrySettings",
+    "Settings",
+    "StackSettings",
+    "env_name",
+    "get_settings",
+    "load_settings",
+    "reset_settings",
+]
+
+#: Section name -> its model, in the order the sections are read.
+SECTIONS: dict[str, type[BaseSettings]] = {
+    "broker": BrokerSettings,
+    "queues": QueueSettings,
+    "retries": RetrySettings,
+    "breaker": BreakerSettings,
+    "adaptive": AdaptiveSettings,
+    "limits": RateLimitSettings,
+    "batch": BatchSettings,
+    "results": ResultSettings,
+    "providers": ProviderSettings,
+    "stack": StackSettings,
+    "quarantine": QuarantineSettings,
+    "parking": ParkingSettings,
+}
+
+
+class Settings(BaseModel):
+    """All of proj's configuration, one section per concern."""
+
+    model_config = {"frozen": True}
+
+    broker: BrokerSettings
+    queues: QueueSettings
+    retries: RetrySettings
+    breaker: BreakerSettings
+    adaptive: AdaptiveSettings
+    limits: RateLimitSettings
+    batch: BatchSettings
+    results: ResultSettings
+    providers: ProviderSettings
+    stack: StackSettings
+    quarantine: QuarantineSettings
+    parking: ParkingSettings
+
+    _deps: dict[str, Dependency] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        """Rules across sections, then the declared dependencies."""
+        soft = self.broker.task_soft_time_limit_s
+        if self.branch_timeout_s >= soft:
+            # Only reachable when PROJ_BRANCH_TIMEOUT_S is set explicitly.
+            raise ValueError(
+                "PROJ_BRANCH_TIMEOUT_S must be below PROJ_TASK_SOFT_TIME_LIMIT_S, got "
+                f"{self.branch_timeout_s} >= {soft}"
+            )
+        if self.batch_runner_budget_s >= soft:
+            raise ValueError(
+                "PROJ_BATCH_RUNNER_BUDGET_S must be below PROJ_TASK_SOFT_TIME_LIMIT_S, got "
+                f"{self.batch_runner_budget_s} >= {soft}"
+            )
+        for name in self.breaker.overrides:
+            self._check_breaker(name, f"PROJ_BREAKERS[{name!r}].")
+        self._resolve_dependencies()
+        return self
+
+    def _check_breaker(self, name: str, where: str) -> None:
+        try:
+            self.breaker_policy(name)
+        except pydantic.ValidationError as err:
+            e = err.errors()[0]
+            field = ".".join(str(p) for p in e.get("loc", ()))
+            raise ValueError(f"{where}{field}: {e['msg']}, got {e.get('input')!r}") from None
+
+    def _resolve_dependencies(self) -> None:
+        """Load the declarations (proj's, the deployment's file, PROJ_DEPENDENCIES) and take
+        their URLs and keys from the environment (the settings fields when set)."""
+        p = self.providers
+        shipped = resources.files("proj.config").joinpath("dependencies.toml").read_text()
+        user = None
+        if p.dependencies_file is not None:
+            try:
+                user = p.dependencies_file.read_text()
+            except OSError as err:
+                raise ValueError(
+                    f"PROJ_DEPENDENCIES_FILE: cannot read {str(p.dependencies_file)!r}: "
+                    f"{err.strerror}"
+                ) from None
+        environ = dict(os.environ)
+        for section, field in _DEPENDENCY_FIELDS:
+            value = getattr(getattr(self, section), field)
+            if value is not None:
+                env = env_name(SECTIONS[section], field)
+                environ[env] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        try:
+            decls = dependencies.declarations(shipped, user, p.dependencies_env)
+            self._deps = dependencies.resolve(decls, environ, timeout_s=p.http_timeout_s)
+        except dependencies.DependencyError as err:
+            raise ValueError(str(err)) from None
+        for name in self._deps:
+            self._check_breaker(name, f"dependency {name!r}: breaker.")
+
+    # --- declared dependencies -------------------------------------------------------------
+    @property
+    def dependencies(self) -> dict[str, Dependency]:
+        """Every declared dependency, resolved against the environment."""
+        return dict(self._deps)
+
+    def dependency(self, name: str) -> Dependency:
+        """The enabled dependency ``name`` (``source.<x>``: the ``source`` declaration), or
+        :class:`ConfigError` naming the known ones."""
+        dep = self._deps.get(name)
+        if dep is None and "." in name:
+            parent = self._deps.get(name.split(".", 1)[0])
+            dep = parent.named(name) if parent is not None else None
+        if dep is None:
+            known = ", ".join(sorted(self._deps)) or "none"
+            raise ConfigError(
+                f"no dependency named {name!r}; declared: {known} (declare it in "
+                "PROJ_DEPENDENCIES_FILE or PROJ_DEPENDENCIES)"
+            )
+        if not dep.enabled:
+            raise ConfigError(f"dependency {name!r} is switched off in this deployment")
+        return dep
+
+    def dependency_problems(self) -> list[str]:
+        """What keeps an enabled, required dependency from working (checked at worker start)."""
+        return dependencies.problems(self._deps)
+
+    def dependency_breakers(self) -> list[str]:
+        """Breakers every deployment has: one per enabled dependency with a fixed host
+        (optional ones once configured)."""
+        return sorted(
+            n
+            for n, d in self._deps.items()
+            if d.enabled and not d.any_host and (d.base_url is not None or not d.optional)
+        )
+
+    # --- values across sections ----------------------------------------------------------
+    @property
+    def branch_timeout_s(self) -> float:
+        if self.retries.branch_timeout_override_s is not None:
+            return self.retries.branch_timeout_override_s
+        return min(60.0, 0.8 * self.broker.task_soft_time_limit_s)
+
+    @property
+    def batch_runner_budget_s(self) -> float:
+        if self.batch.runner_budget_override_s is not None:
+            return self.batch.runner_budget_override_s
+        return min(120.0, 0.5 * self.broker.task_soft_time_limit_s)
+
+    @property
+    def database(self) -> str:
+        """The SQLAlchemy URL of the results database."""
+        if self.results.database_url:
+            return self.results.database_url
+        return f"sqlite:///{(self.stack.state_dir / 'proj.sqlite3').resolve()}"
+
+    # --- policies -----------------------------------------------------------------------
+    def breaker_policy(self, name: str) -> BreakerPolicy:
+        """The policy of breaker ``name``: the PROJ_BREAKER_* defaults, then what its
+        dependency declares, then its PROJ_BREAKERS overrides."""
+        declared = self._deps.get(name) or self._deps.get(name.split(".", 1)[0])
+        own = dict(declared.breaker) if declared is not None else {}
+        return BreakerPolicy(
+            **{**self.breaker.defaults(), **own, **self.breaker.overrides.get(name, {})}
+        )
+
+    def concurrency_policy(self, **overrides: Any) -> ConcurrencyPolicy:
+        """The adaptive controller's policy (``overrides`` from worker options)."""
+        return self.adaptive.policy(**overrides)
+
+    def rate_limit(self, name: str) -> RateLimit | None:
+        """The configured global rate limit of dependency ``name``, if any (nominal)."""
+        spec = self.limits.specs.get(name)
+        if spec is not None:
+            return parse_rate(spec)
+        declared = self._deps.get(name)
+        return declared.rate if declared is not None else None
+
+    def enforced_rate_limit(self, name: str) -> RateLimit | None:
+        """The limit as enforced: nominal less PROJ_RATE_LIMIT_HEADROOM."""
+        limit = self.rate_limit(name)
+        if limit is None:
+            return None
+        return RateLimit(limit.rate * (1 - self.limits.headroom), limit.per_s, limit.burst)
+
+
+#: Settings fields that stand for a dependency's environment variable.
+_DEPENDENCY_FIELDS = (
+    ("providers", "provider_base_url"),
+    ("providers", "provider_api_key"),
+    ("providers", "lookup_base_url"),
+    ("providers", "lookup_api_key"),
+    ("results", "notify_webhook_url"),
+)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, raising :class:`ConfigError` naming the variable.
+
+    ``overrides`` are field values by section (``batch={"concurrency": 5}``) or, for a field
+    whose name is unique, by the field's name (``visibility_timeout_s=100``)."""
+    by_section: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for key, value in overrides.items():
+        if key in SECTIONS:
+            by_section[key].update(value)
+            continue
+        owners = [n for n, model in SECTIONS.items() if key in model.model_fields]
+        if len(owners) != 1:
+            raise TypeError(f"load_settings: no single section has a field {key!r}")
+        by_section[owners[0]][key] = value
+    sections: dict[str, BaseSettings] = {}
+    for name, model in SECTIONS.items():
+        try:
+            sections[name] = model(**by_section[name])
+        except pydantic.ValidationError as err:
+            raise ConfigError(format_error(model, err)) from None
+    try:
+        return Settings(**sections)
+    except pydantic.ValidationError as err:
+        raise ConfigError(format_error(None, err)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests, and the CLI after it changes the environment)."""
+    get_settings.cache_clear()
