@@ -19,61 +19,36 @@ Low-level use (the guarded HTTP transports, the task base class)::
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
-import inspect
 import logging
 import os
 import threading
 import time
-import types
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pybreaker
-import redis
 
 from proj.guard import flusher
+from proj.guard.breaker_calls import GuardedCalls
+from proj.guard.breaker_listeners import (
+    LogListener,
+    add_global_listener,
+    global_listeners,
+    ignore_exceptions,
+    ignored,
+)
+from proj.guard.breaker_view import STORE_ERRORS, PybreakerView
 from proj.resilience import breaker as rules
-from proj.resilience.breaker import Admission, BreakerOpen, BreakerPolicy, Outcome, Snapshot
+from proj.resilience.breaker import Admission, BreakerOpen, BreakerPolicy, Outcome
 from proj.resilience.breaker_store import AsyncBreakerStore, BreakerStore
-from proj.resilience.deferral import Deferral
 
 T = TypeVar("T")
 logger = logging.getLogger("proj.breaker")
 
 #: How long a process remembers an operator's hold before asking again.
 FORCED_OPEN_CACHE_S = 1.0
-
-#: What the store may raise when Redis is unreachable; the breaker then lets calls through.
-STORE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-
-#: Exceptions that say nothing about the dependency: they count neither way. The Celery layer
-#: adds its control-flow exceptions (``Retry``, ``Reject``, ``Ignore``).
-_ignored: list[type[BaseException]] = [
-    Deferral,
-    asyncio.CancelledError,
-    KeyboardInterrupt,
-    SystemExit,
-    GeneratorExit,
-]
-
-#: Listeners every breaker of this process calls (proj's log line, the Celery event).
-_global_listeners: list[pybreaker.CircuitBreakerListener] = []
-
-
-def ignore_exceptions(*types_: type[BaseException]) -> None:
-    """Exceptions that no breaker counts, as success or failure."""
-    _ignored.extend(t for t in types_ if t not in _ignored)
-
-
-def add_global_listener(listener: pybreaker.CircuitBreakerListener) -> None:
-    """A listener of every breaker in this process (its ``state_change`` at least)."""
-    if listener not in _global_listeners:
-        _global_listeners.append(listener)
 
 
 @dataclass(frozen=True)
@@ -83,15 +58,7 @@ class Permit:
     probe_id: str | None = None
 
 
-class _ForcedOpenState(pybreaker.CircuitOpenState):
-    """An operator's hold (``proj breakers open``): open until someone closes it."""
-
-    def __init__(self, cb: pybreaker.CircuitBreaker) -> None:
-        super().__init__(cb)
-        self._name = rules.FORCED_OPEN
-
-
-class Breaker(pybreaker.CircuitBreaker):
+class Breaker(GuardedCalls, PybreakerView, pybreaker.CircuitBreaker):  # type: ignore[misc,override]
     """A named circuit breaker on shared state. Make one with :func:`proj.breaker`.
 
     pybreaker's API works as pybreaker users expect: ``call``, the decorator, ``calling()``,
@@ -150,114 +117,6 @@ class Breaker(pybreaker.CircuitBreaker):
 
     def __repr__(self) -> str:
         return f"<proj.Breaker {self.name!r} {self._known}>"
-
-    @property
-    def name(self) -> str:
-        return self._name or ""
-
-    @name.setter
-    def name(self, name: str) -> None:
-        self._name = name
-
-    # --- pybreaker's knobs, kept in the policy ---------------------------------------------
-    @property  # type: ignore[override]
-    def fail_max(self) -> int | None:
-        """Failures in a row that open it (pybreaker's rule); None: the failure-rate rule."""
-        return self.policy.fail_max
-
-    @fail_max.setter
-    def fail_max(self, number: int | None) -> None:
-        self.policy = self.policy.model_copy(update={"fail_max": number})
-
-    @property
-    def reset_timeout(self) -> float:
-        """Seconds open before a probe may run (``open_s``)."""
-        return self.policy.open_s
-
-    @reset_timeout.setter
-    def reset_timeout(self, timeout: float) -> None:
-        self.policy = self.policy.model_copy(update={"open_s": float(timeout)})
-
-    @property
-    def success_threshold(self) -> int:
-        return self.policy.success_threshold
-
-    @success_threshold.setter
-    def success_threshold(self, threshold: int) -> None:
-        self.policy = self.policy.model_copy(update={"success_threshold": threshold})
-
-    # --- state, read from the store --------------------------------------------------------
-    def metrics(self) -> Snapshot:
-        """State, calls and failures in the window, failures in a row, next probe time."""
-        return self.store.snapshot(self.name, self.policy)
-
-    def _read(self) -> Snapshot | None:
-        self._check_fork()
-        try:
-            snap = self.metrics()
-        except STORE_ERRORS as exc:
-            self._warn("state store unreachable", exc)
-            return None
-        self._known = snap.state
-        return snap
-
-    @property
-    def current_state(self) -> str:
-        """The shared state: ``closed``, ``open``, ``half-open`` or ``forced-open``."""
-        snap = self._read()
-        return snap.state if snap else self._known
-
-    @property  # type: ignore[override]
-    def state(self) -> pybreaker.CircuitBreakerState:
-        return self._state_object(self.current_state)
-
-    @state.setter
-    def state(self, state_str: str) -> None:
-        self._force(state_str)
-
-    @property
-    def fail_counter(self) -> int:
-        """Failures in a row (each success resets it), as pybreaker counts them."""
-        snap = self._read()
-        return snap.fail_counter if snap else 0
-
-    @property
-    def success_counter(self) -> int:
-        """Successful probes in a row while half-open."""
-        snap = self._read()
-        return snap.success_counter if snap else 0
-
-    def _state_object(self, name: str) -> pybreaker.CircuitBreakerState:
-        if name == rules.CLOSED:
-            return pybreaker.CircuitClosedState(self)
-        if name == rules.HALF_OPEN:
-            return pybreaker.CircuitHalfOpenState(self, None)
-        if name == rules.FORCED_OPEN:
-            return _ForcedOpenState(self)
-        return pybreaker.CircuitOpenState(self)
-
-    # --- manual control, as in pybreaker ----------------------------------------------------
-    def open(self) -> bool:
-        """Open it now, for ``reset_timeout``, in every process. Returns
-        ``throw_new_error_on_trip`` as pybreaker does."""
-        self._force(rules.OPEN)
-        return self._throw_new_error_on_trip
-
-    def half_open(self) -> None:
-        """Let the next call through as a probe."""
-        self._force(rules.HALF_OPEN)
-
-    def close(self) -> None:
-        """Close it and reset its counts, in every process."""
-        self._force(rules.CLOSED)
-
-    def _force(self, state: str) -> None:
-        self._check_fork()
-        moved = self.store.force(self.name, state)
-        now = self.clock()
-        wait = self.policy.open_s if state in (rules.OPEN, rules.FORCED_OPEN) else 0.0
-        self._learn(state, wait, now)
-        self._announce(moved)
 
     # --- admission and outcomes (the low-level API) ----------------------------------------
     def _cached(self) -> Permit | None:
@@ -402,7 +261,7 @@ class Breaker(pybreaker.CircuitBreaker):
         if moved is None:
             return
         old, new = (self._state_object(s) for s in moved)
-        listeners: list[pybreaker.CircuitBreakerListener] = [*self._listeners, *_global_listeners]
+        listeners: list[pybreaker.CircuitBreakerListener] = [*self._listeners, *global_listeners]
         for listener in listeners:
             try:
                 listener.state_change(self, old, new)
@@ -427,14 +286,14 @@ class Breaker(pybreaker.CircuitBreaker):
         ``failure`` for the rest."""
         if exc is None:
             return "success"
-        if isinstance(exc, tuple(_ignored)):
+        if isinstance(exc, tuple(ignored)):
             return "ignored"
         if isinstance(exc, Exception) and not self.is_system_error(exc):
             return "success"
         return "failure"
 
     def _listen(self, event: str, *args: Any, **kwargs: Any) -> None:
-        for listener in [*self._listeners, *_global_listeners]:
+        for listener in [*self._listeners, *global_listeners]:
             try:
                 getattr(listener, event)(self, *args, **kwargs)
             except Exception:
@@ -468,119 +327,9 @@ class Breaker(pybreaker.CircuitBreaker):
                 message = "Failures threshold reached, circuit breaker opened"
             raise BreakerOpen(self.name, self.policy.open_s, rules.OPEN, message) from exc
 
-    # --- guarded calls -----------------------------------------------------------------------
-    def call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call ``func`` through the breaker. For an ``async def`` function this returns the
-        awaitable of :meth:`acall`."""
-        if inspect.iscoroutinefunction(func):
-            return self.acall(func, *args, **kwargs)
-        if inspect.isasyncgenfunction(func):
-            raise TypeError(
-                f"breaker {self.name!r} cannot guard an async generator ({func!r}): "
-                "guard the calls it makes instead"
-            )
-        permit = self.admit()
-        self._listen("before_call", func, *args, **kwargs)
-        try:
-            ret = func(*args, **kwargs)
-        except BaseException as exc:
-            self._outcome(permit, exc)
-            raise
-        if isinstance(ret, types.GeneratorType):
-            return self._generator_call(ret, permit)
-        self._outcome(permit, None)
-        return ret
-
-    async def acall(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Await ``func(*args, **kwargs)`` through the breaker."""
-        permit = await self.aadmit()
-        self._listen("before_call", func, *args, **kwargs)
-        try:
-            ret = await func(*args, **kwargs)
-        except BaseException as exc:
-            await self._aoutcome(permit, exc)
-            raise
-        await self._aoutcome(permit, None)
-        return ret
-
-    def call_async(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """pybreaker's name for async calls (Tornado there); here it is :meth:`acall`."""
-        return self.acall(func, *args, **kwargs)
-
-    def _generator_call(self, gen: types.GeneratorType[Any, Any, Any], permit: Permit) -> Any:
-        try:
-            value = yield next(gen)
-            while True:
-                value = yield gen.send(value)
-        except StopIteration:
-            self._outcome(permit, None)
-            return
-        except BaseException as exc:
-            with contextlib.suppress(BreakerOpen):
-                self._outcome(permit, exc)
-            gen.throw(exc)
-
-    @contextlib.contextmanager
-    def calling(self) -> Iterator[None]:
-        """``with cb.calling(): ...`` guards the block."""
-        permit = self.admit()
-        self._listen("before_call", self.calling)
-        try:
-            yield
-        except BaseException as exc:
-            self._outcome(permit, exc)
-            raise
-        self._outcome(permit, None)
-
-    @contextlib.asynccontextmanager
-    async def acalling(self) -> AsyncIterator[None]:
-        """``async with cb.acalling(): ...`` guards the block."""
-        permit = await self.aadmit()
-        self._listen("before_call", self.acalling)
-        try:
-            yield
-        except BaseException as exc:
-            await self._aoutcome(permit, exc)
-            raise
-        await self._aoutcome(permit, None)
-
-    def __call__(self, *call_args: Any, **call_kwargs: Any) -> Any:
-        """Decorate a function (``def`` or ``async def``) so every call goes through it."""
-        call_kwargs.pop("__pybreaker_call_async", None)
-
-        def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-            if inspect.isasyncgenfunction(func):
-                raise TypeError(
-                    f"breaker {self.name!r} cannot guard an async generator ({func!r}): "
-                    "guard the calls it makes instead"
-                )
-            if inspect.iscoroutinefunction(func):
-
-                @functools.wraps(func)
-                async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                    return await self.acall(func, *args, **kwargs)
-
-                return awrapper
-
-            @functools.wraps(func)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                return self.call(func, *args, **kwargs)
-
-            return wrapper
-
-        return decorate(*call_args) if call_args else decorate
-
-
-class LogListener(pybreaker.CircuitBreakerListener):
-    """Logs every state change this process caused (each change is caused exactly once)."""
-
-    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
-        new = new_state.name
-        level = logging.WARNING if new != rules.CLOSED else logging.INFO
-        logger.log(level, "breaker %s: %s -> %s", cb.name, getattr(old_state, "name", "-"), new)
-
 
 __all__ = [
+    "STORE_ERRORS",
     "Breaker",
     "BreakerOpen",
     "LogListener",
