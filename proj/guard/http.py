@@ -31,17 +31,12 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import unquote
 
 import httpx
-from httpx import _models as httpx_models
 
-from proj.dependencies import Dependency
-from proj.errors import ConfigError, ProjError
-from proj.guard import outcomes, registry
-from proj.guard.breaker import Breaker, Permit
-from proj.guard.limiter import Limiter
-from proj.resilience.breaker import Outcome
+from proj.errors import ConfigError
+from proj.guard.guarded_call import Guard, GuardedCall
+from proj.guard.request_rules import RequestRefused
 from proj.resilience.ratelimit import parse_retry_after
 from proj.settings import get_settings
 
@@ -52,156 +47,6 @@ DEFER_OUTCOME = "proj.defer_outcome"
 TIMEOUT = "proj.timeout_s"
 #: Response extension: the :class:`GuardedCall`.
 CALL = "proj.call"
-
-
-class RequestRefused(ProjError):
-    """A request that would leave its dependency: refused before anything was sent."""
-
-
-def _dot_segment(raw_segment: str) -> bool:
-    r"""A segment some server would read as ``.`` or ``..``: percent-encoded, with a
-    ``;param`` (Tomcat), or hiding more segments behind an encoded ``/`` or a ``\`` (IIS)."""
-    decoded = unquote(unquote(raw_segment))  # twice: %252e
-    parts = decoded.replace("\\", "/").split("/")
-    return any(p.split(";", 1)[0] in (".", "..") for p in parts)
-
-
-def refusal(dep: Dependency, url: httpx.URL) -> str | None:
-    """Why a request to ``url`` may not go out through ``dep``, or None. Pure."""
-    if url.scheme not in ("http", "https"):
-        return f"scheme {url.scheme!r} is not http(s)"
-    raw = url.raw_path.decode("ascii", "replace").split("?", 1)[0]
-    segments = raw.split("/")
-    if any(_dot_segment(seg) for seg in segments[1:]):
-        return "the path has dot segments"
-    if dep.any_host:
-        return None
-    if dep.base_url is None:
-        return "the dependency has no base URL"
-    base = httpx.URL(dep.base_url)
-    if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
-        return "it goes to another host than the dependency's"
-    # Compared as sent (raw) and as a server that decodes %2F would route it.
-    prefix = base.raw_path.decode("ascii", "replace").split("?", 1)[0].rstrip("/")
-    for path in (raw, unquote(raw)):
-        if path != prefix and not path.startswith(prefix + "/"):
-            return "its path is outside the dependency's base URL"
-    return None
-
-
-def classify_status(status: int) -> tuple[Outcome, bool | None]:
-    """(breaker outcome, adaptive signal) of an answer: ``None`` is no signal. Pure."""
-    if status == 429:
-        return "ignored", False
-    if status >= 500 or status == 408:
-        return "failure", False
-    if status >= 400:
-        return "ignored", None
-    return "success", True
-
-
-class Guard:
-    """One dependency's protections in one process, shared by all its clients."""
-
-    def __init__(self, dep: Dependency) -> None:
-        self.dep = dep
-        settings = get_settings()
-        self.pause_s = settings.limits.pause_s
-        self.breaker: Breaker | None = registry.breaker(dep.name) if dep.enabled else None
-        self.limiter: Limiter = registry.limiter(dep.name)
-        if dep.api_key is not None:
-            # httpx hides Authorization in the repr of headers; hide ours the same way.
-            httpx_models.SENSITIVE_HEADERS.add(dep.key_header.lower())
-        cap = dep.max_in_flight
-        self._slots = threading.BoundedSemaphore(cap) if cap else None
-        self._aslots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def prepare(self, request: httpx.Request) -> None:
-        """Refuse a request off the dependency; attach the key to one that stays on it."""
-        why = refusal(self.dep, request.url)
-        if why is not None:
-            shown = "<hidden>" if self.dep.secret_url else f"{request.url.host}{request.url.path}"
-            raise RequestRefused(
-                f"dependency {self.dep.name!r}: request to {shown} refused: {why} "
-                f"(base URL {self.dep.shown_url()})"
-            )
-        if self.dep.api_key is not None:
-            key = self.dep.api_key.get_secret_value()
-            header = self.dep.key_header
-            request.headers[header] = f"Bearer {key}" if header.lower() == "authorization" else key
-
-    def aslots(self) -> asyncio.Semaphore | None:
-        if not self.dep.max_in_flight:
-            return None
-        loop = asyncio.get_running_loop()
-        sem = self._aslots.get(loop)
-        if sem is None:
-            sem = self._aslots[loop] = asyncio.Semaphore(self.dep.max_in_flight)
-        return sem
-
-
-class GuardedCall:
-    """One request that went out: its permit, its in-flight slot and, once settled, its
-    outcome. Settled once, when the response is closed (or by the caller, see
-    :data:`DEFER_OUTCOME`)."""
-
-    def __init__(self, guard: Guard, permit: Permit | None, slot: Any) -> None:
-        self.guard = guard
-        self.permit = permit
-        self._slot = slot
-        self.status: int | None = None
-        self.broken = False  # the body broke off
-        self.settled = False
-
-    def _decide(self, outcome: Outcome | None) -> tuple[Outcome, bool | None]:
-        if outcome is not None:
-            return outcome, outcome == "success" if outcome != "ignored" else None
-        if self.broken:
-            return "failure", False
-        return classify_status(self.status or 0)
-
-    def _release(self) -> None:
-        slot, self._slot = self._slot, None
-        if slot is not None:
-            slot.release()
-
-    def settle_now(self) -> None:
-        """Settle without I/O on an event loop (ordinary outcomes are buffered; a probe's is
-        sent from the flusher thread's client)."""
-        self.settle()
-
-    def abandon(self) -> None:
-        """The response was dropped without being closed: free the slot, count nothing."""
-        if not self.settled:
-            self.settled = True
-            self._release()
-
-    def settle(self, outcome: Outcome | None = None) -> None:
-        """Record the outcome (``None``: by status) and free the in-flight slot."""
-        record = self._settle(outcome)
-        if record is not None:
-            record[0].record(record[1], record[2])
-
-    async def asettle(self, outcome: Outcome | None = None) -> None:
-        """:meth:`settle` for asyncio callers."""
-        record = self._settle(outcome)
-        if record is not None:
-            await record[0].arecord(record[1], record[2])
-
-    def _settle(self, outcome: Outcome | None) -> tuple[Breaker, Permit, Outcome] | None:
-        """Settle once: free the slot, report the signal; what the breaker must record."""
-        if self.settled:
-            return None
-        self.settled = True
-        self._release()
-        breaker_outcome, signal = self._decide(outcome)
-        outcomes.report_call(signal, overload=self.status == 429)
-        breaker = self.guard.breaker
-        if self.permit is None or breaker is None:
-            return None
-        return breaker, self.permit, breaker_outcome
 
 
 def _retry_after(response: httpx.Response) -> float | None:

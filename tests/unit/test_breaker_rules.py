@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from proj.guard.breaker import Breaker
-from proj.guard.http import classify_status
+from proj.guard.request_rules import classify_status
 from proj.resilience.breaker import OPEN, BreakerOpen, BreakerPolicy, jitter_wait
 from proj.resilience.breaker_store import AsyncAdapter, MemoryBreakerStore
 from tests.breaker_scenarios import SCENARIOS, Scenario

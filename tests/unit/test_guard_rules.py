@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from proj.dependencies import Dependency
-from proj.guard.http import refusal
+from proj.guard.request_rules import refusal
 from proj.provider.errors import RateLimited
 from proj.resilience.breaker import BreakerOpen
 from proj.resilience.ratelimit import RateLimitWait
