@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from typing import Any
 
 import redis
 
+from proj.resilience import steps
 from proj.resilience.ratelimit import RateLimit, RateLimitWait, Reservation
 from proj.resilience.ratelimit_store import AsyncLimiterStore, LimiterStore
 
@@ -27,6 +30,13 @@ MAX_RESERVATIONS = 3
 
 #: What the store may raise when Redis is unreachable; the limiter then does not limit.
 STORE_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A step of the acquire loop: sleep ``s`` seconds."""
+
+    s: float
 
 
 class Limiter:
@@ -92,16 +102,17 @@ class Limiter:
         logger.debug("rate limit %s: woke %.0f ms late; new slot", self.name, late * 1000)
         return True
 
-    def acquire(self, max_wait_s: float | None = None) -> float:
-        """Wait for a slot; returns the seconds waited. Raises :class:`RateLimitWait` when
-        the slot is more than ``max_wait_s`` (default: the limiter's) away."""
+    def _acquiring(self, max_wait_s: float | None) -> Generator[Wait | float, Any, float]:
+        """The acquire loop, once for both callers (:mod:`proj.resilience.steps`): yields a
+        :class:`Wait` for a sleep and a ``float`` (ms of wait allowed) for a reservation,
+        whose answer (or store error) is sent back in; returns the seconds waited."""
         if self._unlimited_now():
             return 0.0
         limit_s = self.max_wait_s if max_wait_s is None else max_wait_s
         waited = 0.0
         for attempt in range(MAX_RESERVATIONS):
             try:
-                r = self.store.acquire(self.name, self.limit, limit_s * 1000)
+                r = yield limit_s * 1000
             except STORE_ERRORS as exc:
                 self._warn("store unreachable; not limiting", exc)
                 return waited
@@ -110,34 +121,32 @@ class Limiter:
                 return waited
             wait = due - self.clock()
             if wait > 0:
-                self.sleep(wait)
+                yield Wait(wait)
                 waited += wait
             if attempt == MAX_RESERVATIONS - 1 or not self._late(due):
                 return waited
         return waited
 
+    def acquire(self, max_wait_s: float | None = None) -> float:
+        """Wait for a slot; returns the seconds waited. Raises :class:`RateLimitWait` when
+        the slot is more than ``max_wait_s`` (default: the limiter's) away."""
+        return steps.run(self._acquiring(max_wait_s), self._step, STORE_ERRORS)
+
     async def aacquire(self, max_wait_s: float | None = None) -> float:
         """:meth:`acquire` for asyncio callers."""
-        if self._unlimited_now():
-            return 0.0
-        limit_s = self.max_wait_s if max_wait_s is None else max_wait_s
-        waited = 0.0
-        for attempt in range(MAX_RESERVATIONS):
-            try:
-                r = await self.astore.acquire(self.name, self.limit, limit_s * 1000)
-            except STORE_ERRORS as exc:
-                self._warn("store unreachable; not limiting", exc)
-                return waited
-            due = self._due(r)
-            if due is None:
-                return waited
-            wait = due - self.clock()
-            if wait > 0:
-                await self.asleep(wait)
-                waited += wait
-            if attempt == MAX_RESERVATIONS - 1 or not self._late(due):
-                return waited
-        return waited
+        return await steps.arun(self._acquiring(max_wait_s), self._astep, STORE_ERRORS)
+
+    def _step(self, step: Wait | float) -> Reservation | None:
+        if isinstance(step, Wait):
+            self.sleep(step.s)
+            return None
+        return self.store.acquire(self.name, self.limit, step)
+
+    async def _astep(self, step: Wait | float) -> Reservation | None:
+        if isinstance(step, Wait):
+            await self.asleep(step.s)
+            return None
+        return await self.astore.acquire(self.name, self.limit, step)
 
     def push(self, retry_after_s: float) -> None:
         """Everyone holds off for ``retry_after_s`` (a 429's Retry-After)."""
