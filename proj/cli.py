@@ -264,10 +264,12 @@ def _settings() -> Settings:
 
 def _install_batch_commands() -> None:
     from proj.batch.cli import install
+    from proj.metrics_cli import install as install_metrics
     from proj.quarantine_cli import install as install_quarantine
 
     install(main)
     install_quarantine(main)
+    install_metrics(main)
 
 
 _install_batch_commands()

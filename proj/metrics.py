@@ -1,0 +1,253 @@
+"""Prometheus metrics: ``proj metrics --port`` serves them (``docs/metrics.md`` lists each).
+
+Two sources, each with label sets bounded by configuration, never by traffic (no task ids,
+item keys or batch ids on anything that lives forever):
+
+- **state**, read from Redis at each scrape (:class:`StateCollector`): queue depths, the
+  quarantine and dead letters, deferred tasks per lot, every breaker, every adaptive worker,
+  every rate limit's wait, the batches in progress (gauges that go when the batch ends);
+- **task events** from the workers (:class:`TaskEvents`, a thread on Celery's event stream,
+  as Flower reads it): tasks that ended per task name and state, and their run time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from kombu.transport import redis as kombu_redis
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from proj import keys, status
+from proj.resilience import admin
+from proj.resilience import breaker as rules
+from proj.resilience.backoff import Backoff
+from proj.settings import Settings
+
+logger = logging.getLogger("proj.metrics")
+
+BREAKER_STATES = (rules.CLOSED, rules.OPEN, rules.HALF_OPEN, rules.FORCED_OPEN)
+RUNTIME_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+#: Task events that end a run, and the state label each gives.
+ENDED = {
+    "task-succeeded": "succeeded",
+    "task-failed": "failed",
+    "task-retried": "retried",
+    "task-rejected": "rejected",
+    "task-revoked": "revoked",
+}
+RECONNECT = Backoff(base_s=0.5, max_s=10.0)
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def queue_depth(client: redis.Redis, queue: str) -> int:
+    """Messages waiting in ``queue``: kombu keeps one Redis list per priority step."""
+    sep = kombu_redis.Channel.sep
+    names = [queue, *(f"{queue}{sep}{step}" for step in range(1, 10))]
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.llen(name)
+    return sum(int(n) for n in pipe.execute())
+
+
+class StateCollector(Collector):
+    """Gauges of what Redis holds right now, read at each scrape."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        client = redis.Redis.from_url(self.settings.broker.redis_url, socket_connect_timeout=5)
+        try:
+            yield from self._queues(client)
+            yield from self._breakers()
+            yield from self._workers(client)
+            yield from self._limits()
+            yield from self._batches()
+        finally:
+            client.close()
+
+    def _queues(self, client: redis.Redis) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "proj_queue_depth",
+            "Messages waiting: the urgent and bulk queues, the quarantine, the dead letters.",
+            labels=["queue"],
+        )
+        q = self.settings.queues
+        for name in (q.urgent_queue, q.bulk_queue):
+            depth.add_metric([name], queue_depth(client, name))
+        depth.add_metric(["quarantine"], int(client.hlen(keys.QUARANTINE)))
+        depth.add_metric(["dead_letters"], int(client.hlen(keys.DLQ)))
+        yield depth
+        parked = GaugeMetricFamily(
+            "proj_parked_tasks",
+            "Deferred tasks waiting in Redis, per lot (breaker:NAME, limit:NAME).",
+            labels=["lot"],
+        )
+        for lot, n in status.parked(self.settings).items():
+            parked.add_metric([lot], n)
+        yield parked
+
+    def _breakers(self) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "proj_breaker_state", "1 for the state each breaker is in.", labels=["breaker", "state"]
+        )
+        rate = GaugeMetricFamily(
+            "proj_breaker_failure_rate", "Failures / calls in the window.", labels=["breaker"]
+        )
+        calls = GaugeMetricFamily(
+            "proj_breaker_calls_in_window", "Calls counted in the window.", labels=["breaker"]
+        )
+        failures = GaugeMetricFamily(
+            "proj_breaker_failures_in_window", "Failures in the window.", labels=["breaker"]
+        )
+        probes = GaugeMetricFamily(
+            "proj_breaker_probes", "Half-open probes let through since it last closed.",
+            labels=["breaker"],
+        )  # fmt: skip
+        for view in admin.views(self.settings):
+            snap = view.snapshot
+            for s in BREAKER_STATES:
+                state.add_metric([snap.name, s], 1.0 if snap.state == s else 0.0)
+            rate.add_metric([snap.name], snap.failure_rate)
+            calls.add_metric([snap.name], snap.calls)
+            failures.add_metric([snap.name], snap.failures)
+            probes.add_metric([snap.name], snap.probes_total)
+        yield from (state, rate, calls, failures, probes)
+
+    def _workers(self, client: redis.Redis) -> Iterator[Metric]:
+        target = GaugeMetricFamily(
+            "proj_worker_pool_target",
+            "The adaptive controller's pool size for each adaptive worker.",
+            labels=["worker"],
+        )
+        actual = GaugeMetricFamily(
+            "proj_worker_pool_processes",
+            "Pool processes each adaptive worker has now.",
+            labels=["worker"],
+        )
+        success = GaugeMetricFamily(
+            "proj_worker_success_rate",
+            "Share of calls that succeeded, as the controller last judged it.",
+            labels=["worker"],
+        )
+        for key in client.scan_iter(match=keys.CONCURRENCY_STATUS_PATTERN, count=500):
+            h = {_s(k): _s(v) for k, v in client.hgetall(key).items()}
+            node = h.get("node")
+            if not node:
+                continue
+            target.add_metric([node], float(h.get("limit", 0)))
+            actual.add_metric([node], float(h.get("processes", 0)))
+            if h.get("success_rate"):
+                success.add_metric([node], float(h["success_rate"]))
+        yield from (target, actual, success)
+
+    def _limits(self) -> Iterator[Metric]:
+        wait = GaugeMetricFamily(
+            "proj_rate_limit_wait_seconds",
+            "How long a call would wait for its slot now, per global rate limit.",
+            labels=["limit"],
+        )
+        for row in status.limits(self.settings):
+            wait.add_metric([row.name], row.wait_s)
+        yield wait
+
+    def _batches(self) -> Iterator[Metric]:
+        from proj.batch.submit import list_batches
+
+        items = GaugeMetricFamily(
+            "proj_batch_items",
+            "Items of each batch in progress, by state (done, failed, pending); a batch's "
+            "series go when it ends.",
+            labels=["batch", "pipeline", "state"],
+        )
+        for p in list_batches(limit=50):
+            if p.finished is not None:
+                continue
+            pending = max(0, p.total - p.done - p.failed)
+            for state, n in (("done", p.done), ("failed", p.failed), ("pending", pending)):
+                items.add_metric([p.batch_id, p.pipeline, state], n)
+        yield items
+
+
+class TaskEvents:
+    """Counts the tasks the workers report (Celery's task events) into ``registry``: a
+    thread that follows the event stream, reconnecting after a broker outage."""
+
+    def __init__(self, app: Any, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.ended = Counter(
+            "proj_tasks",
+            "Task runs that ended, by task name and state (succeeded, failed, retried, ...).",
+            ["task", "state"],
+            registry=registry,
+        )
+        self.runtime = Histogram(
+            "proj_task_runtime_seconds",
+            "Run time of the tasks that succeeded.",
+            ["task"],
+            buckets=RUNTIME_BUCKETS,
+            registry=registry,
+        )
+        self.state = app.events.State(max_tasks_in_memory=10_000)
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._receiver: Any = None
+        self._thread = threading.Thread(target=self._run, name="proj-metrics-events", daemon=True)
+
+    def start(self) -> TaskEvents:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._receiver is not None:
+            self._receiver.should_stop = True
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        self.state.event(event)
+        label = ENDED.get(event.get("type", ""))
+        if label is None:
+            return
+        task = self.state.tasks.get(event.get("uuid"))
+        name = (task.name if task is not None else None) or "unknown"
+        self.ended.labels(name, label).inc()
+        if label == "succeeded" and event.get("runtime") is not None:
+            self.runtime.labels(name).observe(float(event["runtime"]))
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                with self.app.connection_for_read() as conn:
+                    receiver = self.app.events.Receiver(conn, handlers={"*": self.on_event})
+                    receiver.should_stop = self._stop.is_set()
+                    receiver.on_iteration = self._listening  # its queue is bound by then
+                    self._receiver = receiver
+                    receiver.capture(limit=None, timeout=None, wakeup=False)
+            except Exception as exc:  # broker gone: wait, reconnect, keep counting
+                self.connected.clear()
+                attempt += 1
+                logger.warning("metrics: task events interrupted (%s); reconnecting", exc)
+                time.sleep(RECONNECT.delay(attempt))
+            else:
+                attempt = 0
+
+    def _listening(self) -> None:
+        self.connected.set()
+
+
+def registry(settings: Settings, app: Any) -> tuple[CollectorRegistry, TaskEvents]:
+    """A registry with proj's state gauges and task counters (the event thread not started)."""
+    reg = CollectorRegistry()
+    reg.register(StateCollector(settings))
+    return reg, TaskEvents(app, reg)
