@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from kombu import Exchange, Queue
 
+from proj import transport as _transport
 from proj.settings import get_settings
 
 _s = get_settings()
@@ -21,9 +22,8 @@ broker_connection_retry_on_startup = True
 # Keep retrying a lost broker connection forever: workers outlive Redis restarts.
 broker_connection_max_retries = None
 # kombu's Redis transport with one redis-py client per channel, not one per command
-# (proj/transport.py). Only for redis://: rediss:// and the others keep kombu's own.
-if broker_url.startswith("redis://"):
-    broker_transport = "proj.transport:Transport"
+# (proj/transport.py), as what redis:// means; rediss:// and the others keep kombu's own.
+_transport.register()
 
 _priority_steps = list(range(10))
 # The Redis transport emulates priorities with one list per step. Steps start at 0 so a

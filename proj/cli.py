@@ -89,6 +89,8 @@ def up() -> None:
             f"[bold]flower[/]  {info.flower_url}  user {info.flower_user} "
             f"password {info.flower_password}"
         )
+        if info.metrics_url:
+            console.print(f"[bold]metrics[/] {info.metrics_url}")
         if info.sim_url:
             console.print(
                 f"[bold]sim[/]     {info.sim_url}  (simulated provider; admin at /admin/stats, "

@@ -44,6 +44,8 @@ def run_demo(
         console.print(f"redis  {maybe_sanitize_url(info.redis_url, mask='***')}")
         console.print(f"flower {info.flower_url}  (user {info.flower_user})")
         console.print(f"sim    {info.sim_url}")
+        if info.metrics_url:
+            console.print(f"metrics {info.metrics_url}")
         if info.sim_url:
             admin = SimAdmin(info.sim_url, info.sim_admin_key)
             admin.configure(DEMO_SIM)

@@ -5,14 +5,20 @@ event loop (``Channel.conn_or_acquire``): every task message, every event, every
 redis-py 8 that constructor alone costs about 0.16 ms here (it rebuilds its table of ~170
 response callbacks each time: redis/redis-py#3624), more than the Redis round trip. The
 client holds no connection of its own (each command borrows one from the channel's pool),
-so one per channel does the same work. Selected by ``broker_transport`` in
-:mod:`proj.config.celeryconfig` for ``redis://`` brokers.
+so one per channel does the same work.
+
+:func:`register` makes it what ``redis://`` means to kombu in a process that loads proj's
+Celery configuration (kombu's ``TRANSPORT_ALIASES``); ``rediss://`` and the others keep
+kombu's own. As the ``redis`` alias, a connection still calls itself ``redis://...``, which is
+what Flower's broker view needs to read the queues (a ``broker_transport`` class path would
+make that ``proj.transport:Transport://...``, a broker Flower does not know).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import kombu.transport
 from kombu.transport import redis as kombu_redis
 
 
@@ -31,3 +37,8 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+def register() -> None:
+    """Make ``redis://`` connections of this process use :class:`Transport` (idempotent)."""
+    kombu.transport.TRANSPORT_ALIASES["redis"] = f"{__name__}:Transport"

@@ -71,6 +71,9 @@ class StackSettings(BaseSettings):
     urgent_concurrency: int = Field(4, ge=1, le=512)
     bulk_concurrency: int = Field(20, ge=1, le=512)
     flower_port: int = Field(0, ge=0, le=65535, description="0 picks a free port.")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="proj up's `proj metrics` port; 0 picks a free one."
+    )
     flower_basic_auth: str | None = Field(
         None,
         validation_alias=_alias("FLOWER_BASIC_AUTH", "PROJ_FLOWER_BASIC_AUTH", "flower_basic_auth"),

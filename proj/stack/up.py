@@ -66,10 +66,20 @@ def worker_argv(spec: WorkerSpec, *, python: str = sys.executable) -> list[str]:
     ]
 
 
-def flower_argv(port: int, *, python: str = sys.executable) -> list[str]:
+def flower_argv(port: int, *, db: Path | None = None, python: str = sys.executable) -> list[str]:
     """Flower's command line. Basic auth goes in the environment (FLOWER_BASIC_AUTH), never
-    in argv, where ``ps`` would show it."""
-    return [python, "-m", "celery", "-A", "proj", "flower", f"--port={port}", "--address=127.0.0.1"]
+    in argv, where ``ps`` would show it. With ``db``, Flower keeps its state (tasks and
+    workers seen) in that file across restarts."""
+    keep = ["--persistent=True", f"--db={db}"] if db is not None else []
+    return [
+        python, "-m", "celery", "-A", "proj", "flower", f"--port={port}", *keep,
+        "--address=127.0.0.1",
+    ]  # fmt: skip
+
+
+def metrics_argv(port: int, *, python: str = sys.executable) -> list[str]:
+    """``proj metrics`` on loopback (docs/metrics.md)."""
+    return [python, "-m", "proj.cli", "metrics", "--host", "127.0.0.1", "--port", str(port)]
 
 
 def default_workers(settings: Settings) -> list[WorkerSpec]:
@@ -112,6 +122,7 @@ class StackInfo:
     log_dir: Path
     sim_url: str | None = None
     sim_admin_key: str | None = None
+    metrics_url: str | None = None
 
 
 class Stack:
@@ -123,6 +134,7 @@ class Stack:
         *,
         workers: list[WorkerSpec] | None = None,
         flower: bool = True,
+        metrics: bool = True,
         sim: bool | None = None,
         state_dir: Path | None = None,
         env: dict[str, str] | None = None,
@@ -130,6 +142,7 @@ class Stack:
         self.settings = settings
         self.workers = default_workers(settings) if workers is None else workers
         self.with_flower = flower
+        self.with_metrics = metrics
         # The simulator stands in for the provider unless PROVIDER_BASE_URL points elsewhere.
         self.with_sim = settings.providers.provider_base_url is None if sim is None else sim
         self.state_dir = Path(state_dir or settings.stack.state_dir).resolve()
@@ -195,14 +208,6 @@ class Stack:
 
         for spec in self.workers:
             self._spawn(spec.name, worker_argv(spec), env)
-        user, password = self.settings.stack.flower_credentials()
-        flower_url = None
-        if self.with_flower:
-            port = self.settings.stack.flower_port or free_port()
-            flower_env = {**env, "FLOWER_BASIC_AUTH": f"{user}:{password}"}
-            self._spawn("flower", flower_argv(port), flower_env)
-            flower_url = f"http://127.0.0.1:{port}"
-
         broker = self.settings.broker.broker_url_override or redis_url
         names = [w.nodename for w in self.workers]
         if names:
@@ -212,13 +217,23 @@ class Stack:
                 what=f"workers {', '.join(names)}",
                 interval_s=0.2,
             )
+        # Flower and the metrics start once every worker answers, so Flower's first look at
+        # the broker finds every queue the workers declared.
+        user, password = self.settings.stack.flower_credentials()
+        flower_url = metrics_url = None
+        if self.with_flower:
+            port = self.settings.stack.flower_port or free_port()
+            flower_env = {**env, "FLOWER_BASIC_AUTH": f"{user}:{password}"}
+            self._spawn("flower", flower_argv(port, db=self.state_dir / "flower.db"), flower_env)
+            flower_url = f"http://127.0.0.1:{port}"
+        if self.with_metrics:
+            port = self.settings.stack.metrics_port or free_port()
+            self._spawn("metrics", metrics_argv(port), env)
+            metrics_url = f"http://127.0.0.1:{port}/metrics"
         if flower_url is not None:
-            wait_for(
-                lambda: self._check_alive() and _http_ok(flower_url + "/healthcheck"),
-                timeout_s=30,
-                what="flower",
-                interval_s=0.2,
-            )
+            self._wait_http("flower", flower_url + "/healthcheck")
+        if metrics_url is not None:
+            self._wait_http("metrics", metrics_url)
         self.info = StackInfo(
             redis_url,
             flower_url,
@@ -228,8 +243,17 @@ class Stack:
             self.log_dir,
             sim_url=sim_url,
             sim_admin_key=admin_key,
+            metrics_url=metrics_url,
         )
         return self.info
+
+    def _wait_http(self, what: str, url: str) -> None:
+        wait_for(
+            lambda: self._check_alive() and _http_ok(url),
+            timeout_s=30,
+            what=what,
+            interval_s=0.2,
+        )
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> ManagedProcess:
         proc = ManagedProcess(name, argv, env=env, log_path=self.log_dir / f"{name}.log").start()

@@ -42,10 +42,20 @@ def test_up_on_embedded_redis_then_sigterm_leaves_no_process(tmp_path: Path) -> 
         assert httpx.get(url + "/api/workers", timeout=5).status_code == 401
         workers = httpx.get(url + "/api/workers", auth=("ops", "correct-horse"), timeout=10)
         assert workers.status_code == 200
-        assert len(procs) >= 1 + 2 + 3 + 1  # redis, 2 workers with pools, flower
+        # Flower started once the workers answered: its broker view has both their queues.
+        queues = httpx.get(url + "/api/queues/length", auth=("ops", "correct-horse"), timeout=10)
+        assert queues.status_code == 200, (queues.status_code, queues.text[:300])
+        names = {q["name"] for q in queues.json()["active_queues"]}
+        assert {"urgent", "bulk"} <= names, queues.text
+        metrics = re.search(r"metrics\s+(http://\S+)", out)
+        assert metrics, out
+        assert "proj_queue_depth" in httpx.get(metrics.group(1), timeout=10).text
+        assert len(procs) >= 1 + 2 + 3 + 1 + 1  # redis, 2 workers with pools, flower, metrics
     finally:
         stop_up(proc)
     assert proc.returncode == 0
     time.sleep(0.5)
     left = [p for p in procs if alive(p)]
     assert not left, f"processes left behind: {left}"
+    # Flower kept what it saw (--persistent), in the state directory.
+    assert list((tmp_path / "state").glob("flower.db*")), list((tmp_path / "state").iterdir())

@@ -69,3 +69,12 @@ def test_started_is_recorded_only_for_tasks_someone_follows() -> None:
     assert all(app.tasks[name].track_started for name in followed)
     assert not app.tasks["proj.ping"].track_started
     assert not app.tasks["proj.calls.company"].track_started
+
+
+def test_redis_urls_get_proj_s_transport_and_still_call_themselves_redis() -> None:
+    """One client per channel (proj/transport.py), under the ``redis`` name Flower reads."""
+    from proj.transport import Transport
+
+    with app.connection() as conn:
+        assert type(conn.transport) is Transport
+        assert conn.as_uri().startswith("redis://")
