@@ -4,6 +4,7 @@ prometheus_client's own parser: in process, and from ``proj metrics`` over HTTP.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from proj.settings import get_settings
 from proj.stack.procs import free_port
 from proj.tasks import demo
 from tests.support import WorkerPool, wait_until
+from tests.unit.test_monitoring_config import base_name, documented_metrics
 
 Samples = dict[str, list[Sample]]
 
@@ -96,6 +98,11 @@ def test_metrics_show_queues_tasks_breakers_and_adaptive_workers(
         "the adaptive worker's status",
     )
     assert _value(_scrape(registry), "proj_worker_pool_processes", worker=node) == 2
+    # Every metric served is documented (docs/metrics.md), and every documented one served.
+    text = generate_latest(registry).decode()
+    served = {base_name(n) for n in re.findall(r"^# HELP (\S+) ", text, flags=re.M)}
+    documented = {base_name(n) for n in documented_metrics()}
+    assert served == documented, served ^ documented
     # Label sets are bounded: no task ids anywhere.
     ids = {r.id for r in results}
     assert not any(s.labels.get(k) in ids for v in after.values() for s in v for k in s.labels)
