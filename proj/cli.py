@@ -140,40 +140,6 @@ def sim(args: tuple[str, ...]) -> None:
     sim_main(list(args))
 
 
-@main.command()
-def status() -> None:
-    """Workers (queues, current and bounded concurrency, success rate) and rate limits."""
-    from rich.table import Table
-
-    from proj import status as st
-    from proj.app import app
-
-    settings = _settings()
-    table = Table(title="workers")
-    for col in ("node", "queues", "pool", "bounds", "success", "last change"):
-        table.add_column(col)
-    rows = _redis_call(lambda: st.workers(settings, app))
-    for w in rows:
-        table.add_row(w.node, w.queues, str(w.processes), w.bounds, w.success_rate, w.note)
-    if not rows:
-        table.caption = "no worker answered"
-    console.print(table)
-    limits = Table(title="rate limits (shared by all workers)")
-    for col in ("dependency", "limit", "wait now"):
-        limits.add_column(col)
-    for lim in _redis_call(lambda: st.limits(settings)):
-        limits.add_row(lim.name, lim.rate, f"{lim.wait_s:.2f} s")
-    console.print(limits)
-    parked = Table(title="deferred tasks waiting in Redis")
-    for col in ("waiting for", "tasks"):
-        parked.add_column(col)
-    for lot, n in _redis_call(lambda: st.parked(settings)).items():
-        parked.add_row(lot, str(n))
-    if not parked.rows:
-        parked.caption = "none"
-    console.print(parked)
-
-
 @main.group(invoke_without_command=True)
 @click.pass_context
 def breakers(ctx: click.Context) -> None:
@@ -268,10 +234,12 @@ def _install_batch_commands() -> None:
     from proj.batch.cli import install
     from proj.metrics_cli import install as install_metrics
     from proj.quarantine_cli import install as install_quarantine
+    from proj.status_cli import install as install_status
 
     install(main)
     install_quarantine(main)
     install_metrics(main)
+    install_status(main)
 
 
 _install_batch_commands()

@@ -47,6 +47,15 @@ def concurrency_status(node: str) -> str:
 CONCURRENCY_STATUS_PATTERN = f"{PREFIX}:cc:*:status"
 
 
+def worker(node: str) -> str:
+    """Hash: a live worker's node, queues, pool size and pid, rewritten every few seconds by
+    the worker itself (TTL a few intervals: a worker that died drops out)."""
+    return f"{PREFIX}:worker:{node}"
+
+
+WORKER_PATTERN = f"{PREFIX}:worker:*"
+
+
 def concurrency_memory(queues: str) -> str:
     """Hash: the size and the ceiling adaptive workers of these queues (comma-joined, sorted)
     last settled at, so the next worker starts there (TTL 7 days)."""

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis
-from kombu.transport import redis as kombu_redis
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -49,16 +48,6 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def queue_depth(client: redis.Redis, queue: str) -> int:
-    """Messages waiting in ``queue``: kombu keeps one Redis list per priority step."""
-    sep = kombu_redis.Channel.sep
-    names = [queue, *(f"{queue}{sep}{step}" for step in range(1, 10))]
-    pipe = client.pipeline(transaction=False)
-    for name in names:
-        pipe.llen(name)
-    return sum(int(n) for n in pipe.execute())
-
-
 class StateCollector(Collector):
     """Gauges of what Redis holds right now, read at each scrape."""
 
@@ -68,7 +57,7 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         client = redis.Redis.from_url(self.settings.broker.redis_url, socket_connect_timeout=5)
         try:
-            yield from self._queues(client)
+            yield from self._queues()
             yield from self._breakers()
             yield from self._workers(client)
             yield from self._limits()
@@ -76,17 +65,14 @@ class StateCollector(Collector):
         finally:
             client.close()
 
-    def _queues(self, client: redis.Redis) -> Iterator[Metric]:
+    def _queues(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
             "proj_queue_depth",
             "Messages waiting: the urgent and bulk queues, the quarantine, the dead letters.",
             labels=["queue"],
         )
-        q = self.settings.queues
-        for name in (q.urgent_queue, q.bulk_queue):
-            depth.add_metric([name], queue_depth(client, name))
-        depth.add_metric(["quarantine"], int(client.hlen(keys.QUARANTINE)))
-        depth.add_metric(["dead_letters"], int(client.hlen(keys.DLQ)))
+        for name, n in status.queues(self.settings).items():
+            depth.add_metric([name], n)
         yield depth
         parked = GaugeMetricFamily(
             "proj_parked_tasks",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from kombu.transport import redis as kombu_redis
 
 from proj import keys
 from proj.parking import Parking
@@ -36,34 +37,62 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def workers(settings: Settings, app: Any, timeout_s: float = 1.5) -> list[WorkerRow]:
-    """Live workers (a control broadcast) joined with their adaptive controllers' status."""
+def workers(settings: Settings) -> list[WorkerRow]:
+    """Live workers (the hashes each writes every few seconds: :mod:`proj.presence`) joined
+    with their adaptive controllers' status. Redis only: no broadcast to wait out."""
     client = redis.Redis.from_url(settings.broker.redis_url, socket_connect_timeout=5)
-    inspect = app.control.inspect(timeout=timeout_s)
-    stats = inspect.stats() or {}
-    active_queues = inspect.active_queues() or {}
-    rows = []
-    for node in sorted(stats):
-        pool = stats[node].get("pool", {})
-        processes = len(pool.get("processes", [])) or int(pool.get("max-concurrency", 0))
-        queues = ",".join(q["name"] for q in active_queues.get(node, []))
-        status = {_s(k): _s(v) for k, v in client.hgetall(keys.concurrency_status(node)).items()}
-        if status:
-            rate = status.get("success_rate") or ""
-            rows.append(
-                WorkerRow(
-                    node,
-                    queues,
-                    processes,
-                    f"{status['minimum']}..{status['maximum']} adaptive",
-                    f"{float(rate):.1%}" if rate else "-",
-                    status.get("reason", ""),
+    try:
+        found = [
+            {_s(k): _s(v) for k, v in client.hgetall(key).items()}
+            for key in client.scan_iter(match=keys.WORKER_PATTERN, count=500)
+        ]
+        rows = []
+        for w in sorted((w for w in found if w.get("node")), key=lambda w: w["node"]):
+            node = w["node"]
+            status = {
+                _s(k): _s(v) for k, v in client.hgetall(keys.concurrency_status(node)).items()
+            }
+            processes = int(w.get("processes") or 0)
+            if status:
+                rate = status.get("success_rate") or ""
+                rows.append(
+                    WorkerRow(
+                        node,
+                        w.get("queues", ""),
+                        processes,
+                        f"{status['minimum']}..{status['maximum']} adaptive",
+                        f"{float(rate):.1%}" if rate else "-",
+                        status.get("reason", ""),
+                    )
                 )
-            )
-        else:
-            rows.append(WorkerRow(node, queues, processes, "fixed", "-", ""))
-    client.close()
-    return rows
+            else:
+                rows.append(WorkerRow(node, w.get("queues", ""), processes, "fixed", "-", ""))
+        return rows
+    finally:
+        client.close()
+
+
+def queue_depth(client: redis.Redis, queue: str) -> int:
+    """Messages waiting in ``queue``: kombu keeps one Redis list per priority step."""
+    sep = kombu_redis.Channel.sep
+    names = [queue, *(f"{queue}{sep}{step}" for step in range(1, 10))]
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.llen(name)
+    return sum(int(n) for n in pipe.execute())
+
+
+def queues(settings: Settings) -> dict[str, int]:
+    """Messages waiting: the urgent and bulk queues, the quarantine, the dead letters."""
+    client = redis.Redis.from_url(settings.broker.redis_url, socket_connect_timeout=5)
+    try:
+        q = settings.queues
+        out = {name: queue_depth(client, name) for name in (q.urgent_queue, q.bulk_queue)}
+        out["quarantine"] = int(client.hlen(keys.QUARANTINE))
+        out["dead_letters"] = int(client.hlen(keys.DLQ))
+        return out
+    finally:
+        client.close()
 
 
 def limits(settings: Settings) -> list[LimitRow]:

@@ -29,6 +29,7 @@ from proj.guard import outcomes
 from proj.mover import BreakerStates, Mover, publisher
 from proj.parking import Parking
 from proj.poison import Problem
+from proj.presence import Presence
 from proj.quarantine import Quarantine
 from proj.quarantine_messages import entry_of, examine
 from proj.settings import get_settings
@@ -297,3 +298,4 @@ def install(app: Any) -> None:
     app.steps["worker"].add(DependencyCheck)
     app.steps["worker"].add(AdaptiveConcurrency)
     app.steps["worker"].add(ParkingMover)
+    app.steps["worker"].add(Presence)

@@ -38,16 +38,26 @@ def test_cli_status_shows_workers_and_limits(redis_server: object, tmp_path: Pat
             10,
             "the controller's first status",
         )
-        out = subprocess.run(
-            [str(Path(sys.executable).parent / "proj"), "status"],
-            env=clean_env(**env, COLUMNS="200"),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [str(Path(sys.executable).parent / "proj"), "status", *args],
+                env=clean_env(**env, COLUMNS="200"),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        out = run()
+        as_json = run("--json")
     finally:
         pool.kill_all()
+    assert as_json.returncode == 0, as_json.stderr
+    snap = json.loads(as_json.stdout)
+    assert {w["node"] for w in snap["workers"]} == {pool.nodename("fixed"), pool.nodename("adapt")}
+    assert snap["parked"] == {"breaker:ai": 1}
+    assert [lim["name"] for lim in snap["rate_limits"]] == ["ai"]
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     fixed = next(line for line in lines if pool.nodename("fixed") in line)
@@ -56,3 +66,29 @@ def test_cli_status_shows_workers_and_limits(redis_server: object, tmp_path: Pat
     assert "bulk" in adapt and "3" in adapt and "2..8 adaptive" in adapt
     assert any("ai" in line and "50/s" in line for line in lines)
     assert any("breaker:ai" in line and " 1 " in line for line in lines), out.stdout
+
+
+def test_cli_status_counts_every_priority_list_of_a_queue(
+    redis_server: object, tmp_path: Path
+) -> None:
+    """No worker runs: what waits stays, in the lists kombu keeps per priority step."""
+    url = redis_server.url  # type: ignore[attr-defined]
+    r = redis_lib.Redis.from_url(url)
+    r.flushdb()
+    for _ in range(3):
+        r.lpush("bulk", "{}")
+    r.lpush("bulk\x06\x169", "{}")
+    r.lpush("urgent\x06\x163", "{}")
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "proj"), "status", "--json"],
+        env=clean_env(REDIS_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    r.flushdb()
+    assert out.returncode == 0, out.stderr
+    snap = json.loads(out.stdout)
+    assert snap["queues"] == {"urgent": 1, "bulk": 4, "quarantine": 0, "dead_letters": 0}
+    assert snap["workers"] == [] and snap["batches"] == []

@@ -1,0 +1,182 @@
+"""``proj status`` (once, or ``--json`` for scripts) and ``proj top`` (refreshed live): the
+whole system from Redis alone, so it answers at once. Workers (from the hashes each writes:
+:mod:`proj.presence`), queue depths, breakers, rate limits, deferred tasks, batches in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+import click
+import redis
+from rich.console import Console, Group
+from rich.table import Table
+
+from proj.settings import Settings, get_settings
+
+console = Console(soft_wrap=True)
+
+
+def snapshot(settings: Settings) -> dict[str, Any]:
+    """Everything ``proj status`` shows, as plain data (what ``--json`` prints)."""
+    from proj import status as st
+    from proj.batch.submit import list_batches
+    from proj.resilience import admin
+
+    batches = [p for p in list_batches(limit=50) if p.finished is None]
+    return {
+        "workers": [asdict(w) for w in st.workers(settings)],
+        "queues": st.queues(settings),
+        "breakers": [
+            {
+                "name": v.snapshot.name,
+                "state": v.snapshot.state,
+                "failure_rate": round(v.snapshot.failure_rate, 4),
+                "calls_in_window": v.snapshot.calls,
+                "half_open_at": v.snapshot.half_open_at,
+            }
+            for v in admin.views(settings)
+        ],
+        "rate_limits": [asdict(r) for r in st.limits(settings)],
+        "parked": st.parked(settings),
+        "batches": [
+            {
+                "id": p.batch_id,
+                "pipeline": p.pipeline,
+                "status": p.status,
+                "total": p.total,
+                "done": p.done,
+                "failed": p.failed,
+                "in_flight": p.in_flight,
+            }
+            for p in batches
+        ],
+        "at": time.time(),
+    }
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], empty: str) -> Table:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    if not rows:
+        table.caption = empty
+    return table
+
+
+def render(snap: dict[str, Any]) -> Group:
+    """The tables of one snapshot."""
+    states = {"closed": "green", "half-open": "yellow"}
+    return Group(
+        _table(
+            "workers",
+            ("node", "queues", "pool", "bounds", "success", "last change"),
+            [
+                (
+                    w["node"],
+                    w["queues"],
+                    str(w["processes"]),
+                    w["bounds"],
+                    w["success_rate"],
+                    w["note"],
+                )
+                for w in snap["workers"]
+            ],
+            "no worker is running",
+        ),
+        _table(
+            "queues",
+            ("queue", "waiting"),
+            [(name, str(n)) for name, n in snap["queues"].items()],
+            "",
+        ),
+        _table(
+            "circuit breakers",
+            ("name", "state", "failure rate", "calls in window"),
+            [
+                (
+                    b["name"],
+                    f"[{states.get(b['state'], 'red')}]{b['state']}[/]",
+                    f"{b['failure_rate']:.0%}" if b["calls_in_window"] else "-",
+                    str(b["calls_in_window"]),
+                )
+                for b in snap["breakers"]
+            ],
+            "none yet",
+        ),
+        _table(
+            "rate limits (shared by all workers)",
+            ("dependency", "limit", "wait now"),
+            [(r["name"], r["rate"], f"{r['wait_s']:.2f} s") for r in snap["rate_limits"]],
+            "none",
+        ),
+        _table(
+            "deferred tasks waiting in Redis",
+            ("waiting for", "tasks"),
+            [(lot, str(n)) for lot, n in snap["parked"].items()],
+            "none",
+        ),
+        _table(
+            "batches in progress",
+            ("id", "pipeline", "done", "failed", "in flight"),
+            [
+                (
+                    b["id"],
+                    b["pipeline"],
+                    f"{b['done']}/{b['total']}",
+                    str(b["failed"]),
+                    str(b["in_flight"]),
+                )
+                for b in snap["batches"]
+            ],
+            "none",
+        ),
+    )
+
+
+def _snapshot_or_exit() -> dict[str, Any]:
+    settings = get_settings()
+    try:
+        return snapshot(settings)
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as err:
+        console.print(f"[red]error:[/] cannot reach Redis at REDIS_URL: {err}")
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
+def status(as_json: bool) -> None:
+    """Workers, queue depths, breakers, rate limits, deferred tasks and batches in progress."""
+    snap = _snapshot_or_exit()
+    if as_json:
+        click.echo(json.dumps(snap, sort_keys=True))
+        return
+    console.print(render(snap))
+
+
+@click.command()
+@click.option(
+    "--interval", default=1.0, show_default=True, type=click.FloatRange(0.2, 60), help="Seconds."
+)
+def top(interval: float) -> None:
+    """`proj status`, refreshed every INTERVAL seconds until Ctrl-C."""
+    from rich.live import Live
+
+    with Live(render(_snapshot_or_exit()), console=console, screen=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(render(_snapshot_or_exit()))
+        except KeyboardInterrupt:
+            pass
+
+
+def install(main: click.Group) -> None:
+    main.add_command(status)
+    main.add_command(top)
