@@ -6,8 +6,9 @@ item keys or batch ids on anything that lives forever):
 - **state**, read from Redis at each scrape (:class:`StateCollector`): queue depths, the
   quarantine and dead letters, deferred tasks per lot, every breaker, every adaptive worker,
   every rate limit's wait, the batches in progress (gauges that go when the batch ends);
-- **task events** from the workers (:class:`TaskEvents`, a thread on Celery's event stream,
-  as Flower reads it): tasks that ended per task name and state, and their run time.
+- **events** from the workers (:class:`TaskEvents`, a thread on Celery's event stream, as
+  Flower reads it): tasks that ended per task name and state, their run time, and breaker
+  transitions.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from proj.resilience import admin
 from proj.resilience import breaker as rules
 from proj.resilience.backoff import Backoff
 from proj.settings import Settings
+from proj.signals import BREAKER_EVENT
 
 logger = logging.getLogger("proj.metrics")
 
@@ -184,6 +186,13 @@ class TaskEvents:
             buckets=RUNTIME_BUCKETS,
             registry=registry,
         )
+        self.transitions = Counter(
+            "proj_breaker_transitions",
+            "Breaker state changes, by breaker and the state it moved to (from the workers' "
+            "proj-breaker-state events).",
+            ["breaker", "to"],
+            registry=registry,
+        )
         self.state = app.events.State(max_tasks_in_memory=10_000)
         self.connected = threading.Event()
         self._stop = threading.Event()
@@ -200,6 +209,11 @@ class TaskEvents:
             self._receiver.should_stop = True
 
     def on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == BREAKER_EVENT:
+            to = event.get("new_state")
+            if event.get("breaker") and to in BREAKER_STATES:
+                self.transitions.labels(str(event["breaker"]), str(to)).inc()
+            return
         self.state.event(event)
         label = ENDED.get(event.get("type", ""))
         if label is None:

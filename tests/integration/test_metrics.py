@@ -72,7 +72,7 @@ def test_metrics_show_queues_tasks_breakers_and_adaptive_workers(
     assert _value(before, "proj_queue_depth", queue="urgent") == 0
     assert _value(before, "proj_queue_depth", queue="quarantine") == 0
 
-    proj.breaker("metrics-demo").open()
+    proj.breaker("metrics-demo").open()  # a transition this process sends as an event
     workers.start("m", ("bulk",), concurrency=2, env=provider_env, extra_args=("--adaptive",))
     for r in results:
         assert r.get(timeout=30) == "pong"
@@ -91,6 +91,7 @@ def test_metrics_show_queues_tasks_breakers_and_adaptive_workers(
     assert _value(after, "proj_queue_depth", queue="bulk") == 0
     assert _value(after, "proj_breaker_state", breaker="metrics-demo", state="open") == 1
     assert _value(after, "proj_breaker_state", breaker="metrics-demo", state="closed") == 0
+    assert _value(after, "proj_breaker_transitions_total", breaker="metrics-demo", to="open") == 1
     node = WorkerPool.nodename("m")
     wait_until(
         lambda: _value(_scrape(registry), "proj_worker_pool_target", worker=node) is not None,
