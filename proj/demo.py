@@ -94,6 +94,14 @@ def render(r: dict[str, Any]) -> Group:
         f"{r['submitted']} submitted, {r['accepted']} accepted, "
         f"{len(r['rejected'])} rejected at submission",
     )
+    cached = r.get("batch", {}).get("cached", 0)
+    facts.add_row(
+        "provider",
+        "every lead called (the result cache was not read)"
+        if not cached
+        else f"{cached} of {r['accepted']} answered from the cache, not called: the times below "
+        "include them",
+    )
     facts.add_row(
         "stored",
         f"{r['rows_stored']} rows in enriched_leads, 1 summary, notified by {r['notified']}",

@@ -35,7 +35,7 @@ def _waits(metas: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def run(items: list[Any], timeout_s: float) -> dict[str, Any]:
     t0 = time.time()
-    handle = batch.submit("leads", items)
+    handle = batch.submit("leads", items, fresh=True)  # real calls on every run
     bulk = [work.delay(0.05) for _ in range(200)]
     urgent = []
     for i in range(20):

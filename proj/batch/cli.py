@@ -146,8 +146,11 @@ def progress_table(rows: list[BatchProgress]) -> Table:
 @click.option("--urgent", is_flag=True, help="Run on the urgent queue.")
 @click.option("--batch-id", default=None, help="Reuse an id to make the submission idempotent.")
 @click.option("--no-wait", is_flag=True, help="Print the batch id and return.")
+@click.option(
+    "--fresh", is_flag=True, help="Compute every item again, even those the result cache holds."
+)
 def submit_cmd(
-    path: Path, pipeline: str, urgent: bool, batch_id: str | None, no_wait: bool
+    path: Path, pipeline: str, urgent: bool, batch_id: str | None, no_wait: bool, fresh: bool
 ) -> None:
     """Submit the items of a JSON-lines file as a batch and show its progress.
 
@@ -161,7 +164,13 @@ def submit_cmd(
         err_console.print(f"[yellow]rejected[/] {msg}")
     lines = [n for n, _ in numbered]
     try:
-        handle = submit(pipeline, [item for _, item in numbered], urgent=urgent, batch_id=batch_id)
+        handle = submit(
+            pipeline,
+            [item for _, item in numbered],
+            urgent=urgent,
+            batch_id=batch_id,
+            fresh=fresh,
+        )
     except ValueError as exc:
         err_console.print(f"[red]error:[/] {exc}")
         sys.exit(2)

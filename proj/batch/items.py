@@ -65,6 +65,7 @@ class ItemWork:
         self.cache_writes: dict[str, str] = {}  # idempotency key -> result JSON
         self.done_keys: list[str] = []  # idempotency keys whose in-flight markers go
         self.processed = 0
+        self.fresh: bool | None = None  # read from the batch on the first claim
 
     async def start(self, n: int) -> None:
         """Claim up to ``n`` items and start those this runner computes (into ``pending``)."""
@@ -72,7 +73,13 @@ class ItemWork:
         if not claimed:
             return
         loaded = await self.store.load(self.batch_id, claimed)
-        cached = await self.store.cached(self.pipeline.name, [k for _, _, k in loaded])
+        if self.fresh is None:  # submitted with fresh=True: the cache is not read
+            self.fresh = await self.store.meta(self.batch_id, "fresh") == "1"
+        cached = (
+            [None] * len(loaded)
+            if self.fresh
+            else await self.store.cached(self.pipeline.name, [k for _, _, k in loaded])
+        )
         lease_ms = int(self.settings.batch.lease_s * 1000)
         fresh = []
         for (idx, item, key), hit in zip(loaded, cached, strict=True):

@@ -104,6 +104,7 @@ class BatchStore:
         duplicates: int,
         urgent: bool,
         now: float,
+        fresh: bool = False,
     ) -> bool:
         """Store a new batch. Returns False if a batch with this id already exists."""
         created = await self.r.hsetnx(self.k(batch_id), "pipeline", pipeline)
@@ -122,6 +123,7 @@ class BatchStore:
                 "pass": 1,
                 "status": "running",
                 "urgent": int(urgent),
+                "fresh": int(fresh),
                 "started": now,
                 "updated": int(now * 1000),
             },

@@ -179,13 +179,20 @@ def _leases(settings: Settings) -> RunnerLeases:
 
 
 def submit(
-    pipeline: str, items: list[Any], *, urgent: bool = False, batch_id: str | None = None
+    pipeline: str,
+    items: list[Any],
+    *,
+    urgent: bool = False,
+    batch_id: str | None = None,
+    fresh: bool = False,
 ) -> BatchHandle:
     """Validate ``items`` for ``pipeline``, store them and start the runners.
 
     Invalid items are rejected (see ``handle.rejected``: index, field, value) and the rest go
     on. Items with the same idempotency key (their ``key`` field, else a hash of their
     content) are run once. Submitting an existing ``batch_id`` again enqueues nothing new.
+    ``fresh``: compute every item again, even one whose result the cache holds (the new
+    result then replaces it).
     """
     settings = get_settings()
     pipe = get_pipeline(pipeline)
@@ -208,6 +215,7 @@ def submit(
             list(unique),
             duplicates=handle.duplicates,
             urgent=urgent,
+            fresh=fresh,
             now=time.time(),
         )
         if created:  # the runners have a lease's time to start, then the watchdog sends more

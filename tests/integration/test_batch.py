@@ -50,6 +50,10 @@ def test_same_item_reaches_the_provider_once_within_and_across_batches(
     assert sim.count("company") == 20
     again = batch.submit("company", _domains(5), batch_id=first.batch_id)
     assert again.existing  # resubmitting a batch id enqueues nothing
+    fresh = batch.submit("company", _domains(20), fresh=True)  # the cache is not read
+    p = fresh.wait(timeout_s=60)
+    assert (p.done, p.cached) == (20, 0)
+    assert sim.count("company") == 40
 
 
 def test_poison_item_is_dead_lettered_without_delaying_the_rest_and_replays(
