@@ -4,14 +4,13 @@ Values that an operator tunes come from :mod:`proj.settings`; this module only t
 into Celery's names. Loaded by ``app.config_from_object("proj.config.celeryconfig")``.
 """
 
-from __future__ import annotations
-
-from kombu import Exchange, Queue
+from kombu import Exchange as _Exchange
+from kombu import Queue as _Queue
 
 from proj import transport as _transport
-from proj.settings import get_settings
+from proj.settings import get_settings as _get_settings
 
-_s = get_settings()
+_s = _get_settings()
 
 # --- broker and results -----------------------------------------------------------------
 # One Redis serves as broker and result backend unless CELERY_* overrides say otherwise.
@@ -98,10 +97,10 @@ task_default_exchange = "proj"
 task_default_routing_key = _s.queues.bulk_queue
 # Untagged messages would count as 0, the top bucket; give them a middle priority instead.
 task_default_priority = _s.queues.default_priority
-_exchange = Exchange("proj", type="direct")
+_exchange = _Exchange("proj", type="direct")
 task_queues = (
-    Queue(_s.queues.urgent_queue, _exchange, routing_key=_s.queues.urgent_queue),
-    Queue(_s.queues.bulk_queue, _exchange, routing_key=_s.queues.bulk_queue),
+    _Queue(_s.queues.urgent_queue, _exchange, routing_key=_s.queues.urgent_queue),
+    _Queue(_s.queues.bulk_queue, _exchange, routing_key=_s.queues.bulk_queue),
 )
 # The triage router decides urgent vs bulk for every message (proj/routing.py).
 task_routes = ("proj.tasks.router.route_task",)

@@ -78,3 +78,13 @@ def test_redis_urls_get_proj_s_transport_and_still_call_themselves_redis() -> No
     with app.connection() as conn:
         assert type(conn.transport) is Transport
         assert conn.as_uri().startswith("redis://")
+
+
+def test_the_config_module_holds_celery_settings_only() -> None:
+    """Celery reads every public name of the module as a setting: nothing else is public."""
+    import proj.config.celeryconfig as module
+    from celery.app.defaults import NAMESPACES, flatten
+
+    known = {name for name, _ in flatten(NAMESPACES)}
+    public = {name for name in dir(module) if not name.startswith("_")}
+    assert public <= known, public - known
