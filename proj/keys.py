@@ -55,6 +55,11 @@ def worker(node: str) -> str:
 
 WORKER_PATTERN = f"{PREFIX}:worker:*"
 
+CALL_STATS = f"{PREFIX}:stats:calls"
+"""Hash: counts of guarded calls by every process (:mod:`proj.guard.callstats`), field
+``calls|dependency|outcome``, ``seconds|...``, ``tokens|dependency|model|kind``,
+``cost|dependency|model``; no TTL (they only grow, as Prometheus counters do)."""
+
 
 def concurrency_memory(queues: str) -> str:
     """Hash: the size and the ceiling adaptive workers of these queues (comma-joined, sorted)

@@ -5,7 +5,9 @@ item keys or batch ids on anything that lives forever):
 
 - **state**, read from Redis at each scrape (:class:`StateCollector`): queue depths, the
   quarantine and dead letters, deferred tasks per lot, every breaker, every adaptive worker,
-  every rate limit's wait, the batches in progress (gauges that go when the batch ends);
+  every rate limit's wait, the batches in progress (gauges that go when the batch ends), and
+  the calls every process made through the guarded client, with tokens and cost (counters
+  the processes add to one Redis hash: :mod:`proj.guard.callstats`);
 - **events** from the workers (:class:`TaskEvents`, a thread on Celery's event stream, as
   Flower reads it): tasks that ended per task name and state, their run time, and breaker
   transitions.
@@ -21,10 +23,11 @@ from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from proj import keys, status
+from proj.guard import callstats
 from proj.resilience import admin
 from proj.resilience import breaker as rules
 from proj.resilience.backoff import Backoff
@@ -64,6 +67,7 @@ class StateCollector(Collector):
             yield from self._workers(client)
             yield from self._limits()
             yield from self._batches()
+            yield from self._calls(client)
         finally:
             client.close()
 
@@ -166,6 +170,40 @@ class StateCollector(Collector):
                 items.add_metric([p.batch_id, p.pipeline, state], n)
         yield items
 
+    def _calls(self, client: redis.Redis) -> Iterator[Metric]:
+        calls = CounterMetricFamily(
+            "proj_calls",
+            "Calls through the guarded client (proj.http, proj's pipelines), by dependency and "
+            "outcome (success, failure, ignored: a 429 or our own 4xx).",
+            labels=["dependency", "outcome"],
+        )
+        seconds = CounterMetricFamily(
+            "proj_call_seconds",
+            "Time spent in those calls, by dependency and outcome.",
+            labels=["dependency", "outcome"],
+        )
+        tokens = CounterMetricFamily(
+            "proj_tokens",
+            "AI tokens, by dependency, model asked for and kind (prompt, completion).",
+            labels=["dependency", "model", "kind"],
+        )
+        cost = CounterMetricFamily(
+            "proj_cost_usd",
+            "What AI calls cost in US dollars (PROJ_MODEL_PRICES), by dependency and model.",
+            labels=["dependency", "model"],
+        )
+        families = {
+            "calls": (calls, 3),
+            "seconds": (seconds, 3),
+            "tokens": (tokens, 4),
+            "cost": (cost, 3),
+        }
+        for parts, value in sorted(callstats.read(client).items()):
+            family, width = families.get(parts[0], (None, 0))
+            if family is not None and len(parts) == width:
+                family.add_metric(list(parts[1:]), value)
+        yield from (calls, seconds, tokens, cost)
+
 
 class TaskEvents:
     """Counts the tasks the workers report (Celery's task events) into ``registry``: a
@@ -203,10 +241,13 @@ class TaskEvents:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Stop following the events; waits up to ``timeout_s`` for the thread to end."""
         self._stop.set()
         if self._receiver is not None:
             self._receiver.should_stop = True
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
 
     def on_event(self, event: dict[str, Any]) -> None:
         if event.get("type") == BREAKER_EVENT:
@@ -236,6 +277,8 @@ class TaskEvents:
                     receiver.capture(limit=None, timeout=None, wakeup=False)
             except Exception as exc:  # broker gone: wait, reconnect, keep counting
                 self.connected.clear()
+                if self._stop.is_set():
+                    return
                 attempt += 1
                 logger.warning("metrics: task events interrupted (%s); reconnecting", exc)
                 time.sleep(RECONNECT.delay(attempt))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -13,7 +14,7 @@ import httpx
 from httpx import _models as httpx_models
 
 from proj.dependencies import Dependency
-from proj.guard import outcomes, registry
+from proj.guard import callstats, outcomes, registry
 from proj.guard.breaker import Breaker, Permit
 from proj.guard.limiter import Limiter
 from proj.guard.request_rules import RequestRefused, classify_status, refusal
@@ -75,6 +76,7 @@ class GuardedCall:
         self.status: int | None = None
         self.broken = False  # the body broke off
         self.settled = False
+        self.started = time.monotonic()
 
     def _decide(self, outcome: Outcome | None) -> tuple[Outcome, bool | None]:
         if outcome is not None:
@@ -119,6 +121,9 @@ class GuardedCall:
         self._release()
         breaker_outcome, signal = self._decide(outcome)
         outcomes.report_call(signal, overload=self.status == 429)
+        callstats.stats().call(
+            self.guard.dep.name, breaker_outcome, time.monotonic() - self.started
+        )
         breaker = self.guard.breaker
         if self.permit is None or breaker is None:
             return None

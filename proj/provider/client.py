@@ -22,6 +22,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from proj.dependencies import Dependency
+from proj.guard import callstats
 from proj.guard.http import (
     CALL,
     DEFER_OUTCOME,
@@ -313,6 +314,8 @@ class ProviderClient:
                     f"{self.name}: chat content is not text", dependency=self.name
                 )
             cost = price(model, prompt, completion, self.prices)
+            # Labelled by the model asked for (configured), not the one answering (traffic).
+            callstats.stats().usage(self.name, model, prompt, completion, cost)
             return content, Usage(answered_model, prompt, completion, cost)
 
         content, usage = await self.request_json(

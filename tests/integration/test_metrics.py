@@ -22,7 +22,7 @@ import proj
 from proj import metrics
 from proj.settings import get_settings
 from proj.stack.procs import free_port
-from proj.tasks import demo
+from proj.tasks import calls, demo
 from tests.support import WorkerPool, wait_until
 from tests.unit.test_monitoring_config import base_name, documented_metrics
 
@@ -66,9 +66,11 @@ def test_metrics_show_queues_tasks_breakers_and_adaptive_workers(
     registry, _ = scraped
     n = 12
     results = [demo.ping.delay() for _ in range(n)]
+    lookups = [calls.company.delay(f"m{i}.com") for i in range(3)]
+    chat = calls.chat.delay([{"role": "user", "content": "hello"}], model="gpt-4o-mini")
     failed = demo.work.delay("not a number")  # raises TypeError in the task
     before = _scrape(registry)
-    assert _value(before, "proj_queue_depth", queue="bulk") == n + 1  # no worker yet
+    assert _value(before, "proj_queue_depth", queue="bulk") == n + 1 + 3 + 1  # no worker yet
     assert _value(before, "proj_queue_depth", queue="urgent") == 0
     assert _value(before, "proj_queue_depth", queue="quarantine") == 0
 
@@ -78,6 +80,9 @@ def test_metrics_show_queues_tasks_breakers_and_adaptive_workers(
         assert r.get(timeout=30) == "pong"
     with pytest.raises(TypeError):
         failed.get(timeout=30)
+    for r in lookups:
+        r.get(timeout=30)
+    answer = chat.get(timeout=30)
 
     def counted() -> bool:
         s = _scrape(registry)
@@ -89,6 +94,23 @@ def test_metrics_show_queues_tasks_breakers_and_adaptive_workers(
     assert _value(after, "proj_tasks_total", task="proj.work", state="failed") == 1
     assert _value(after, "proj_task_runtime_seconds_count", task="proj.ping") == n
     assert _value(after, "proj_queue_depth", queue="bulk") == 0
+    wait_until(
+        lambda: (
+            _value(_scrape(registry), "proj_calls_total", dependency="company", outcome="success")
+            == 3
+        ),
+        10,
+        "the worker's call counts",
+    )
+    after = _scrape(registry)
+    assert _value(after, "proj_calls_total", dependency="ai", outcome="success") == 1
+    assert (
+        _value(after, "proj_call_seconds_total", dependency="company", outcome="success") or 0
+    ) > 0
+    cost = _value(after, "proj_cost_usd_total", dependency="ai", model="gpt-4o-mini")
+    assert cost == pytest.approx(answer["usage"]["cost_usd"])
+    prompt = _value(after, "proj_tokens_total", dependency="ai", model="gpt-4o-mini", kind="prompt")
+    assert prompt == answer["usage"]["prompt_tokens"]
     assert _value(after, "proj_breaker_state", breaker="metrics-demo", state="open") == 1
     assert _value(after, "proj_breaker_state", breaker="metrics-demo", state="closed") == 0
     assert _value(after, "proj_breaker_transitions_total", breaker="metrics-demo", to="open") == 1

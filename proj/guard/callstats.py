@@ -1,0 +1,92 @@
+"""Counts of the calls each process makes through the guarded client, for ``proj metrics``:
+per dependency and outcome, calls and seconds; per dependency and model (AI calls), tokens and
+cost in US dollars. Counted in memory, added to one Redis hash by the flusher thread
+(:mod:`proj.guard.flusher`), so a call costs no Redis round trip.
+
+Every label comes from configuration (declared dependencies, the models answering), never from
+traffic, so the hash stays small. The hash has no TTL: its counts only grow, as Prometheus
+counters do, and ``proj metrics`` reads it whole at each scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import defaultdict
+from typing import Any
+
+from proj import keys
+from proj.guard import connections, flusher
+
+logger = logging.getLogger("proj.guard")
+
+SEP = "|"  # dependency and model names never hold it (checked by the metrics reader)
+
+
+class CallStats:
+    """The counts of one process, sent in batches."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._counts: defaultdict[str, float] = defaultdict(float)
+        flusher.register(self)
+
+    def _add(self, field: str, n: float) -> None:
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child: the parent's counts are not ours
+                self._pid, self._counts = os.getpid(), defaultdict(float)
+            self._counts[field] += n
+        flusher.poke()
+
+    def call(self, dependency: str, outcome: str, seconds: float) -> None:
+        """One call ended: ``outcome`` success, failure or ignored (a 429, our own 4xx)."""
+        self._add(f"calls{SEP}{dependency}{SEP}{outcome}", 1)
+        self._add(f"seconds{SEP}{dependency}{SEP}{outcome}", seconds)
+
+    def usage(
+        self, dependency: str, model: str, prompt: int, completion: int, cost: float | None
+    ) -> None:
+        """Tokens and cost of one AI call (no cost for a model without a price)."""
+        self._add(f"tokens{SEP}{dependency}{SEP}{model}{SEP}prompt", prompt)
+        self._add(f"tokens{SEP}{dependency}{SEP}{model}{SEP}completion", completion)
+        if cost is not None:
+            self._add(f"cost{SEP}{dependency}{SEP}{model}", cost)
+
+    def flush(self) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, defaultdict(float)
+        if not counts:
+            return
+        try:
+            pipe = connections.sync_client().pipeline(transaction=False)
+            for field, n in counts.items():
+                pipe.hincrbyfloat(keys.CALL_STATS, field, n)
+            pipe.execute()
+        except Exception as exc:  # Redis away: these counts are lost, the calls are not
+            logger.debug("call stats not sent: %s", exc)
+
+
+_stats: CallStats | None = None
+_stats_lock = threading.Lock()
+
+
+def stats() -> CallStats:
+    """This process's counts."""
+    global _stats
+    if _stats is None:
+        with _stats_lock:
+            if _stats is None:
+                _stats = CallStats()
+    return _stats
+
+
+def read(client: Any) -> dict[tuple[str, ...], float]:
+    """The counts of every process, from the hash: field parts -> value."""
+    raw = client.hgetall(keys.CALL_STATS)
+    out: dict[tuple[str, ...], float] = {}
+    for k, v in raw.items():
+        name = k.decode() if isinstance(k, bytes) else str(k)
+        out[tuple(name.split(SEP))] = float(v)
+    return out
