@@ -192,7 +192,31 @@ class StateCollector(Collector):
             "What AI calls cost in US dollars (PROJ_MODEL_PRICES), by dependency and model.",
             labels=["dependency", "model"],
         )
+        refused = CounterMetricFamily(
+            "proj_breaker_refused",
+            "Calls a breaker refused (open, or half-open with its probe out), by breaker.",
+            labels=["breaker"],
+        )
+        granted = CounterMetricFamily(
+            "proj_rate_limit_grants",
+            "Calls a global rate limit let through, by limit.",
+            labels=["limit"],
+        )
+        waited = CounterMetricFamily(
+            "proj_rate_limit_waited_seconds",
+            "Seconds callers slept for their slots, by limit.",
+            labels=["limit"],
+        )
+        deferred = CounterMetricFamily(
+            "proj_rate_limit_deferred",
+            "Callers whose slot was further off than they may wait (the task is deferred).",
+            labels=["limit"],
+        )
         families = {
+            "refused": (refused, 2),
+            "granted": (granted, 2),
+            "waited": (waited, 2),
+            "deferred": (deferred, 2),
             "calls": (calls, 3),
             "seconds": (seconds, 3),
             "tokens": (tokens, 4),
@@ -202,7 +226,7 @@ class StateCollector(Collector):
             family, width = families.get(parts[0], (None, 0))
             if family is not None and len(parts) == width:
                 family.add_metric(list(parts[1:]), value)
-        yield from (calls, seconds, tokens, cost)
+        yield from (calls, seconds, tokens, cost, refused, granted, waited, deferred)
 
 
 class TaskEvents:

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import pybreaker
 
-from proj.guard import flusher
+from proj.guard import callstats, flusher
 from proj.guard.breaker_calls import GuardedCalls
 from proj.guard.breaker_listeners import (
     LogListener,
@@ -128,6 +128,7 @@ class Breaker(GuardedCalls, PybreakerView, pybreaker.CircuitBreaker):  # type: i
         if self._known == rules.CLOSED and now < self._trust_until:
             return Permit()
         if self._known != rules.CLOSED and now < self._deny_until:
+            callstats.stats().refused(self.name)
             raise BreakerOpen(self.name, self._deny_until - now, self._known)
         return None
 
@@ -135,6 +136,7 @@ class Breaker(GuardedCalls, PybreakerView, pybreaker.CircuitBreaker):  # type: i
         self._learn(adm.state, adm.wait_s, self.clock())
         self._announce(adm.transition)
         if adm.verdict == "deny":
+            callstats.stats().refused(self.name)
             raise BreakerOpen(self.name, adm.wait_s, adm.state)
         return Permit(adm.probe_id)
 

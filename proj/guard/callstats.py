@@ -1,6 +1,7 @@
 """Counts of the calls each process makes through the guarded client, for ``proj metrics``:
 per dependency and outcome, calls and seconds; per dependency and model (AI calls), tokens and
-cost in US dollars. Counted in memory, added to one Redis hash by the flusher thread
+cost in US dollars; per breaker, calls refused; per global rate limit, grants, seconds waited
+and callers deferred. Counted in memory, added to one Redis hash by the flusher thread
 (:mod:`proj.guard.flusher`), so a call costs no Redis round trip.
 
 Every label comes from configuration (declared dependencies, the models answering), never from
@@ -53,6 +54,19 @@ class CallStats:
         self._add(f"tokens{SEP}{dependency}{SEP}{model}{SEP}completion", completion)
         if cost is not None:
             self._add(f"cost{SEP}{dependency}{SEP}{model}", cost)
+
+    def refused(self, breaker: str) -> None:
+        """A breaker refused a call (open, or half-open with its probe out)."""
+        self._add(f"refused{SEP}{breaker}", 1)
+
+    def granted(self, limit: str, waited_s: float) -> None:
+        """A global rate limit let a call through after ``waited_s``."""
+        self._add(f"granted{SEP}{limit}", 1)
+        self._add(f"waited{SEP}{limit}", waited_s)
+
+    def deferred(self, limit: str) -> None:
+        """A caller's slot was further off than it may wait (:class:`RateLimitWait`)."""
+        self._add(f"deferred{SEP}{limit}", 1)
 
     def flush(self) -> None:
         with self._lock:

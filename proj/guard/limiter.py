@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from proj.guard import callstats
 from proj.resilience import steps
 from proj.resilience.ratelimit import RateLimit, RateLimitWait, Reservation
 from proj.resilience.ratelimit_store import AsyncLimiterStore, LimiterStore
@@ -130,11 +131,26 @@ class Limiter:
     def acquire(self, max_wait_s: float | None = None) -> float:
         """Wait for a slot; returns the seconds waited. Raises :class:`RateLimitWait` when
         the slot is more than ``max_wait_s`` (default: the limiter's) away."""
-        return steps.run(self._acquiring(max_wait_s), self._step, STORE_ERRORS)
+        try:
+            waited = steps.run(self._acquiring(max_wait_s), self._step, STORE_ERRORS)
+        except RateLimitWait:
+            callstats.stats().deferred(self.name)
+            raise
+        return self._granted(waited)
 
     async def aacquire(self, max_wait_s: float | None = None) -> float:
         """:meth:`acquire` for asyncio callers."""
-        return await steps.arun(self._acquiring(max_wait_s), self._astep, STORE_ERRORS)
+        try:
+            waited = await steps.arun(self._acquiring(max_wait_s), self._astep, STORE_ERRORS)
+        except RateLimitWait:
+            callstats.stats().deferred(self.name)
+            raise
+        return self._granted(waited)
+
+    def _granted(self, waited: float) -> float:
+        if self.limit is not None:  # a limit with no rate grants nothing: it only holds off
+            callstats.stats().granted(self.name, waited)
+        return waited
 
     def _step(self, step: Wait | float) -> Reservation | None:
         if isinstance(step, Wait):

@@ -75,6 +75,11 @@ def test_metrics_show_queues_tasks_breakers_and_adaptive_workers(
     assert _value(before, "proj_queue_depth", queue="quarantine") == 0
 
     proj.breaker("metrics-demo").open()  # a transition this process sends as an event
+    with pytest.raises(proj.BreakerOpen):
+        proj.breaker("metrics-demo").call(lambda: None)  # refused
+    limit = proj.limiter("metrics-limit", "1000/s")
+    for _ in range(3):
+        limit.acquire()
     workers.start("m", ("bulk",), concurrency=2, env=provider_env, extra_args=("--adaptive",))
     for r in results:
         assert r.get(timeout=30) == "pong"
@@ -107,6 +112,9 @@ def test_metrics_show_queues_tasks_breakers_and_adaptive_workers(
     assert (
         _value(after, "proj_call_seconds_total", dependency="company", outcome="success") or 0
     ) > 0
+    assert _value(after, "proj_breaker_refused_total", breaker="metrics-demo") == 1
+    assert _value(after, "proj_rate_limit_grants_total", limit="metrics-limit") == 3
+    assert _value(after, "proj_rate_limit_waited_seconds_total", limit="metrics-limit") is not None
     cost = _value(after, "proj_cost_usd_total", dependency="ai", model="gpt-4o-mini")
     assert cost == pytest.approx(answer["usage"]["cost_usd"])
     prompt = _value(after, "proj_tokens_total", dependency="ai", model="gpt-4o-mini", kind="prompt")
