@@ -10,14 +10,67 @@ The resilience is public API, for any task or client:
   applies its breaker, global rate limit, 429 pause and outcome reporting.
 """
 
-from proj.app import app
-from proj.errors import ConfigError, ProjError
-from proj.guard.breaker import Breaker
-from proj.guard.http import RequestRefused, ahttp, http
-from proj.guard.registry import breaker, limiter
-from proj.guard.storage import BreakerStorage
-from proj.resilience.breaker import BreakerOpen
-from proj.resilience.ratelimit import RateLimitWait
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proj.app import app
+    from proj.errors import ConfigError, ProjError
+    from proj.guard.breaker import Breaker
+    from proj.guard.http import RequestRefused, ahttp, http
+    from proj.guard.registry import breaker, limiter
+    from proj.guard.storage import BreakerStorage
+    from proj.resilience.breaker import BreakerOpen
+    from proj.resilience.ratelimit import RateLimitWait
+
+#: Public name -> the module that defines it. Imported on first use (PEP 562), so a command
+#: that needs none of them (``proj status``) does not pay for Celery's import; the first one
+#: used loads the app first, which installs proj's handlers in every process that uses proj.
+_PUBLIC = {
+    "ConfigError": "proj.errors",
+    "ProjError": "proj.errors",
+    "Breaker": "proj.guard.breaker",
+    "RequestRefused": "proj.guard.http",
+    "ahttp": "proj.guard.http",
+    "http": "proj.guard.http",
+    "breaker": "proj.guard.registry",
+    "limiter": "proj.guard.registry",
+    "BreakerStorage": "proj.guard.storage",
+    "BreakerOpen": "proj.resilience.breaker",
+    "RateLimitWait": "proj.resilience.ratelimit",
+}
+
+
+class _Package(types.ModuleType):
+    """``proj.app`` is the Celery app, though ``proj/app.py`` is also a module of that name:
+    importing that module makes Python bind the module to ``proj.app``, which this property
+    answers for instead (and whose binding it ignores)."""
+
+    @property
+    def app(self) -> Any:
+        return importlib.import_module("proj.app").app
+
+    @app.setter
+    def app(self, value: Any) -> None:
+        pass
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'proj' has no attribute {name!r}")
+    importlib.import_module("proj.app")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Breaker",

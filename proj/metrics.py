@@ -154,7 +154,7 @@ class StateCollector(Collector):
         yield wait
 
     def _batches(self) -> Iterator[Metric]:
-        from proj.batch.submit import list_batches
+        from proj.batch.progress import list_batches
 
         items = GaugeMetricFamily(
             "proj_batch_items",

@@ -24,7 +24,7 @@ console = Console(soft_wrap=True)
 def snapshot(settings: Settings) -> dict[str, Any]:
     """Everything ``proj status`` shows, as plain data (what ``--json`` prints)."""
     from proj import status as st
-    from proj.batch.submit import list_batches
+    from proj.batch.progress import list_batches
     from proj.resilience import admin
 
     batches = [p for p in list_batches(limit=50) if p.finished is None]

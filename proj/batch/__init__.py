@@ -1,9 +1,33 @@
 """Batches: submit many items, watch progress, deduplicate, cache, retry, dead-letter, resume.
 
 ``proj.batch.submit(pipeline, items)`` returns a :class:`BatchHandle`; ``proj submit FILE``
-does the same from the command line with a progress bar.
+does the same from the command line with a progress bar. The names below are imported on
+first use, so reading a batch's progress does not load the pipelines and provider clients.
 """
 
-from proj.batch.submit import BatchHandle, list_batches, resume, submit
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proj.batch.progress import list_batches
+    from proj.batch.submit import BatchHandle, resume, submit
+
+_PUBLIC = {
+    "BatchHandle": "proj.batch.submit",
+    "resume": "proj.batch.submit",
+    "submit": "proj.batch.submit",
+    "list_batches": "proj.batch.progress",
+}
 
 __all__ = ["BatchHandle", "list_batches", "resume", "submit"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'proj.batch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

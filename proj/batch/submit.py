@@ -11,18 +11,17 @@ whole watch and reconnects after a lost connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
-import redis.asyncio as aioredis
 
 from proj.batch.lease import RunnerLeases
 from proj.batch.pipelines import content_key, get_pipeline
+from proj.batch.progress import with_store
 from proj.batch.store import BatchStore, Progress
 from proj.errors import ProjError
 from proj.pipelines.validation import Rejected
@@ -40,24 +39,6 @@ def reconnect_delay_s(failures: int, interval_s: float, cap_s: float = 2.0) -> f
     """How long a watcher waits before its next try after ``failures`` failed polls in a row:
     the poll interval, doubling, at most ``cap_s``."""
     return Backoff(interval_s, cap_s).delay(failures)
-
-
-@contextlib.asynccontextmanager
-async def _connected(settings: Settings) -> AsyncIterator[BatchStore]:
-    """A batch store on a Redis client of its own (one connection), closed at the end."""
-    client = aioredis.Redis.from_url(settings.broker.redis_url, socket_connect_timeout=5)
-    try:
-        yield BatchStore(client, settings.batch.ttl_s)
-    finally:
-        await client.aclose()
-
-
-def _with_store(fn: Callable[[BatchStore], Awaitable[T]], settings: Settings) -> T:
-    async def main() -> T:
-        async with _connected(settings) as store:
-            return await fn(store)
-
-    return asyncio.run(main())
 
 
 @dataclass
@@ -81,7 +62,7 @@ class BatchHandle:
         return p
 
     def progress(self) -> Progress:
-        return _with_store(self._progress, self._settings)
+        return with_store(self._progress, self._settings)
 
     def report(self) -> tuple[Progress, dict[int, Any]]:
         """The batch's progress and its failures (index -> error), on one connection."""
@@ -89,7 +70,7 @@ class BatchHandle:
         async def both(store: BatchStore) -> tuple[Progress, dict[int, Any]]:
             return await self._progress(store), await store.errors(self.batch_id)
 
-        return _with_store(both, self._settings)
+        return with_store(both, self._settings)
 
     def wait(
         self,
@@ -135,13 +116,13 @@ class BatchHandle:
                     raise TimeoutError(msg)
                 await asyncio.sleep(interval_s)
 
-        return _with_store(watch, self._settings)
+        return with_store(watch, self._settings)
 
     def results(self) -> dict[int, Any]:
-        return _with_store(lambda s: s.results(self.batch_id), self._settings)
+        return with_store(lambda s: s.results(self.batch_id), self._settings)
 
     def errors(self) -> dict[int, Any]:
-        return _with_store(lambda s: s.errors(self.batch_id), self._settings)
+        return with_store(lambda s: s.errors(self.batch_id), self._settings)
 
 
 def runners_for(total: int, settings: Settings) -> int:
@@ -222,7 +203,7 @@ def submit(
             await _leases(settings).expect(s.r, batch_id, runners)
         return created
 
-    if not _with_store(create, settings):
+    if not with_store(create, settings):
         handle.existing = True
         return handle
     dispatch(batch_id, runners, urgent=urgent, settings=settings)
@@ -243,7 +224,7 @@ def resume(batch_id: str) -> BatchHandle:
             await _leases(settings).expect(s.r, batch_id)
         return p, await s.meta(batch_id, "urgent")
 
-    progress, urgent = _with_store(prepare, settings)
+    progress, urgent = with_store(prepare, settings)
     if progress is None:
         raise ProjError(f"batch {batch_id!r} not found (expired, or never submitted)")
     handle = BatchHandle(batch_id, accepted=progress.total)
@@ -257,17 +238,3 @@ def resume(batch_id: str) -> BatchHandle:
             forced=True,
         )
     return handle
-
-
-def list_batches(limit: int = 50) -> list[Progress]:
-    settings = get_settings()
-
-    async def fetch(s: BatchStore) -> list[Progress]:
-        out = []
-        for b in await s.batch_ids(limit):
-            p = await s.progress(b)
-            if p is not None:
-                out.append(p)
-        return out
-
-    return _with_store(fetch, settings)
