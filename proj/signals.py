@@ -46,6 +46,9 @@ class BreakerEventListener(pybreaker.CircuitBreakerListener):
         threading.Thread(target=_send_quietly, args=(fields,), daemon=True).start()
 
 
+_BREAKER_EVENTS = BreakerEventListener()
+
+
 def _send_quietly(fields: dict[str, object]) -> None:
     try:
         send_breaker_event(fields)
@@ -143,7 +146,7 @@ def connect(app: Any) -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    add_global_listener(BreakerEventListener())
+    add_global_listener(_BREAKER_EVENTS)  # the same one each call: no event sent twice
     global _fork_hooks_registered
     if not _fork_hooks_registered:
         os.register_at_fork(

@@ -8,6 +8,8 @@ first use, so reading a batch's progress does not load the pipelines and provide
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,11 +19,28 @@ if TYPE_CHECKING:
 _PUBLIC = {
     "BatchHandle": "proj.batch.submit",
     "resume": "proj.batch.submit",
-    "submit": "proj.batch.submit",
     "list_batches": "proj.batch.progress",
 }
 
 __all__ = ["BatchHandle", "list_batches", "resume", "submit"]
+
+
+class _Package(types.ModuleType):
+    """``proj.batch.submit`` is the function, though ``proj/batch/submit.py`` is also a module
+    of that name: importing that module makes Python bind the module to
+    ``proj.batch.submit``, which this property answers for instead (and whose binding it
+    ignores)."""
+
+    @property
+    def submit(self) -> Any:
+        return importlib.import_module("proj.batch.submit").submit
+
+    @submit.setter
+    def submit(self, value: Any) -> None:
+        pass
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

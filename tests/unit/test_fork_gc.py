@@ -61,3 +61,12 @@ def test_pool_processes_inherit_the_tls_context_the_main_process_made() -> None:
     _, status = os.waitpid(pid, 0)
     assert made == 1
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_connect_installs_one_breaker_event_listener_however_often_it_is_called() -> None:
+    from proj.guard.breaker_listeners import global_listeners
+
+    signals.connect(app)
+    signals.connect(app)
+    mine = [x for x in global_listeners if isinstance(x, signals.BreakerEventListener)]
+    assert len(mine) == 1
