@@ -7,6 +7,7 @@ into Celery's names. Loaded by ``app.config_from_object("proj.config.celeryconfi
 from kombu import Exchange as _Exchange
 from kombu import Queue as _Queue
 
+from proj import keys as _keys
 from proj import transport as _transport
 from proj.settings import get_settings as _get_settings
 
@@ -24,7 +25,7 @@ broker_connection_max_retries = None
 # (proj/transport.py), as what redis:// means; rediss:// and the others keep kombu's own.
 _transport.register()
 
-_priority_steps = list(range(10))
+_priority_steps = list(_keys.PRIORITY_STEPS)
 # The Redis transport emulates priorities with one list per step. Steps start at 0 so a
 # message with priority 0 lands in the top bucket (celery #8967); 'priority' order makes a
 # worker drain a higher bucket before a lower one. visibility_timeout is the one value, set

@@ -12,10 +12,9 @@ The resilience is public API, for any task or client:
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from proj import lazy
 
 if TYPE_CHECKING:
     from proj.app import app
@@ -45,32 +44,7 @@ _PUBLIC = {
 }
 
 
-class _Package(types.ModuleType):
-    """``proj.app`` is the Celery app, though ``proj/app.py`` is also a module of that name:
-    importing that module makes Python bind the module to ``proj.app``, which this property
-    answers for instead (and whose binding it ignores)."""
-
-    @property
-    def app(self) -> Any:
-        return importlib.import_module("proj.app").app
-
-    @app.setter
-    def app(self, value: Any) -> None:
-        pass
-
-
-sys.modules[__name__].__class__ = _Package
-
-
-def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'proj' has no attribute {name!r}")
-    importlib.import_module("proj.app")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy.install(__name__, _PUBLIC, shadowed={"app": "proj.app"}, first="proj.app")
 
 __all__ = [
     "Breaker",

@@ -47,6 +47,18 @@ def concurrency_status(node: str) -> str:
 CONCURRENCY_STATUS_PATTERN = f"{PREFIX}:cc:*:status"
 
 
+#: The priority steps of every queue (``broker_transport_options``): 0 is the most urgent.
+PRIORITY_STEPS = tuple(range(10))
+#: kombu's Redis transport names a queue's list for step ``n > 0`` ``queue + SEP + n``
+#: (``kombu.transport.redis.Channel.sep``).
+PRIORITY_SEP = "\x06\x16"
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists of one queue, a list per priority step (kombu's, not proj's own)."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
+
 def worker(node: str) -> str:
     """Hash: a live worker's node, queues, pool size and pid, rewritten every few seconds by
     the worker itself (TTL a few intervals: a worker that died drops out)."""

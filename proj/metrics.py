@@ -60,24 +60,24 @@ class StateCollector(Collector):
         self.settings = settings
 
     def collect(self) -> Iterator[Metric]:
-        client = redis.Redis.from_url(self.settings.broker.redis_url, socket_connect_timeout=5)
+        client = status.connect(self.settings)
         try:
-            yield from self._queues()
+            yield from self._queues(client)
             yield from self._breakers()
             yield from self._workers(client)
-            yield from self._limits()
+            yield from self._limits(client)
             yield from self._batches()
             yield from self._calls(client)
         finally:
             client.close()
 
-    def _queues(self) -> Iterator[Metric]:
+    def _queues(self, client: redis.Redis) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
             "proj_queue_depth",
             "Messages waiting: the urgent and bulk queues, the quarantine, the dead letters.",
             labels=["queue"],
         )
-        for name, n in status.queues(self.settings).items():
+        for name, n in status.queues(client, self.settings).items():
             depth.add_metric([name], n)
         yield depth
         parked = GaugeMetricFamily(
@@ -85,7 +85,7 @@ class StateCollector(Collector):
             "Deferred tasks waiting in Redis, per lot (breaker:NAME, limit:NAME).",
             labels=["lot"],
         )
-        for lot, n in status.parked(self.settings).items():
+        for lot, n in status.parked(client).items():
             parked.add_metric([lot], n)
         yield parked
 
@@ -143,13 +143,13 @@ class StateCollector(Collector):
                 success.add_metric([node], float(h["success_rate"]))
         yield from (target, actual, success)
 
-    def _limits(self) -> Iterator[Metric]:
+    def _limits(self, client: redis.Redis) -> Iterator[Metric]:
         wait = GaugeMetricFamily(
             "proj_rate_limit_wait_seconds",
             "How long a call would wait for its slot now, per global rate limit.",
             labels=["limit"],
         )
-        for row in status.limits(self.settings):
+        for row in status.limits(client, self.settings):
             wait.add_metric([row.name], row.wait_s)
         yield wait
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from kombu.transport import redis as kombu_redis
 
 from proj import keys
 from proj.parking import Parking
@@ -37,67 +36,59 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def workers(settings: Settings) -> list[WorkerRow]:
+def connect(settings: Settings) -> redis.Redis:
+    """The one Redis client a status reading (``proj status``, a metrics scrape) uses."""
+    return redis.Redis.from_url(settings.broker.redis_url, socket_connect_timeout=5)
+
+
+def workers(client: redis.Redis) -> list[WorkerRow]:
     """Live workers (the hashes each writes every few seconds: :mod:`proj.presence`) joined
     with their adaptive controllers' status. Redis only: no broadcast to wait out."""
-    client = redis.Redis.from_url(settings.broker.redis_url, socket_connect_timeout=5)
-    try:
-        found = [
-            {_s(k): _s(v) for k, v in client.hgetall(key).items()}
-            for key in client.scan_iter(match=keys.WORKER_PATTERN, count=500)
-        ]
-        rows = []
-        for w in sorted((w for w in found if w.get("node")), key=lambda w: w["node"]):
-            node = w["node"]
-            status = {
-                _s(k): _s(v) for k, v in client.hgetall(keys.concurrency_status(node)).items()
-            }
-            processes = int(w.get("processes") or 0)
-            if status:
-                rate = status.get("success_rate") or ""
-                rows.append(
-                    WorkerRow(
-                        node,
-                        w.get("queues", ""),
-                        processes,
-                        f"{status['minimum']}..{status['maximum']} adaptive",
-                        f"{float(rate):.1%}" if rate else "-",
-                        status.get("reason", ""),
-                    )
+    found = [
+        {_s(k): _s(v) for k, v in client.hgetall(key).items()}
+        for key in client.scan_iter(match=keys.WORKER_PATTERN, count=500)
+    ]
+    rows = []
+    for w in sorted((w for w in found if w.get("node")), key=lambda w: w["node"]):
+        node = w["node"]
+        status = {_s(k): _s(v) for k, v in client.hgetall(keys.concurrency_status(node)).items()}
+        processes = int(w.get("processes") or 0)
+        if status:
+            rate = status.get("success_rate") or ""
+            rows.append(
+                WorkerRow(
+                    node,
+                    w.get("queues", ""),
+                    processes,
+                    f"{status['minimum']}..{status['maximum']} adaptive",
+                    f"{float(rate):.1%}" if rate else "-",
+                    status.get("reason", ""),
                 )
-            else:
-                rows.append(WorkerRow(node, w.get("queues", ""), processes, "fixed", "-", ""))
-        return rows
-    finally:
-        client.close()
+            )
+        else:
+            rows.append(WorkerRow(node, w.get("queues", ""), processes, "fixed", "-", ""))
+    return rows
 
 
-def queue_depth(client: redis.Redis, queue: str) -> int:
-    """Messages waiting in ``queue``: kombu keeps one Redis list per priority step."""
-    sep = kombu_redis.Channel.sep
-    names = [queue, *(f"{queue}{sep}{step}" for step in range(1, 10))]
+def queues(client: redis.Redis, settings: Settings) -> dict[str, int]:
+    """Messages waiting: the urgent and bulk queues (every priority list of each), the
+    quarantine, the dead letters. One round trip."""
+    q = settings.queues
+    names = (q.urgent_queue, q.bulk_queue)
     pipe = client.pipeline(transaction=False)
     for name in names:
-        pipe.llen(name)
-    return sum(int(n) for n in pipe.execute())
+        for lst in keys.queue_lists(name):
+            pipe.llen(lst)
+    pipe.hlen(keys.QUARANTINE)
+    pipe.hlen(keys.DLQ)
+    *lengths, quarantined, dead = (int(n) for n in pipe.execute())
+    per = len(keys.PRIORITY_STEPS)
+    out = {name: sum(lengths[i * per : (i + 1) * per]) for i, name in enumerate(names)}
+    return {**out, "quarantine": quarantined, "dead_letters": dead}
 
 
-def queues(settings: Settings) -> dict[str, int]:
-    """Messages waiting: the urgent and bulk queues, the quarantine, the dead letters."""
-    client = redis.Redis.from_url(settings.broker.redis_url, socket_connect_timeout=5)
-    try:
-        q = settings.queues
-        out = {name: queue_depth(client, name) for name in (q.urgent_queue, q.bulk_queue)}
-        out["quarantine"] = int(client.hlen(keys.QUARANTINE))
-        out["dead_letters"] = int(client.hlen(keys.DLQ))
-        return out
-    finally:
-        client.close()
-
-
-def limits(settings: Settings) -> list[LimitRow]:
+def limits(client: redis.Redis, settings: Settings) -> list[LimitRow]:
     """Configured limits, and any dependency a 429 pushed back, with the wait right now."""
-    client = redis.Redis.from_url(settings.broker.redis_url, socket_connect_timeout=5)
     sec, usec = client.time()
     now_ms = sec * 1000 + usec / 1000
     names = set(settings.limits.specs)
@@ -109,17 +100,12 @@ def limits(settings: Settings) -> list[LimitRow]:
         tat = float(client.get(keys.rate_limit(name)) or 0)
         wait = current_wait_ms(tat, now_ms, settings.enforced_rate_limit(name)) / 1000
         rows.append(LimitRow(name, str(limit) if limit else "none (429 pushes only)", wait))
-    client.close()
     return rows
 
 
-def parked(settings: Settings) -> dict[str, int]:
+def parked(client: redis.Redis) -> dict[str, int]:
     """Deferred tasks waiting in Redis, per lot (``breaker:ai``, ``limit:crm``, ...)."""
-    client = redis.Redis.from_url(settings.broker.redis_url, socket_connect_timeout=5)
-    try:
-        return Parking(client).counts()
-    finally:
-        client.close()
+    return Parking(client).counts()
 
 
 def age(updated: float) -> str:

@@ -6,13 +6,11 @@ whole system from Redis alone, so it answers at once. Workers (from the hashes e
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict
 from typing import Any
 
 import click
-import redis
 from rich.console import Console, Group
 from rich.table import Table
 
@@ -28,9 +26,15 @@ def snapshot(settings: Settings) -> dict[str, Any]:
     from proj.resilience import admin
 
     batches = [p for p in list_batches(limit=50) if p.finished is None]
+    client = st.connect(settings)
+    try:
+        workers, queues = st.workers(client), st.queues(client, settings)
+        limits, parked = st.limits(client, settings), st.parked(client)
+    finally:
+        client.close()
     return {
-        "workers": [asdict(w) for w in st.workers(settings)],
-        "queues": st.queues(settings),
+        "workers": [asdict(w) for w in workers],
+        "queues": queues,
         "breakers": [
             {
                 "name": v.snapshot.name,
@@ -41,8 +45,8 @@ def snapshot(settings: Settings) -> dict[str, Any]:
             }
             for v in admin.views(settings)
         ],
-        "rate_limits": [asdict(r) for r in st.limits(settings)],
-        "parked": st.parked(settings),
+        "rate_limits": [asdict(r) for r in limits],
+        "parked": parked,
         "batches": [
             {
                 "id": p.batch_id,
@@ -140,20 +144,11 @@ def render(snap: dict[str, Any]) -> Group:
     )
 
 
-def _snapshot_or_exit() -> dict[str, Any]:
-    settings = get_settings()
-    try:
-        return snapshot(settings)
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as err:
-        console.print(f"[red]error:[/] cannot reach Redis at REDIS_URL: {err}")
-        sys.exit(1)
-
-
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
 def status(as_json: bool) -> None:
     """Workers, queue depths, breakers, rate limits, deferred tasks and batches in progress."""
-    snap = _snapshot_or_exit()
+    snap = snapshot(get_settings())
     if as_json:
         click.echo(json.dumps(snap, sort_keys=True))
         return
@@ -168,11 +163,11 @@ def top(interval: float) -> None:
     """`proj status`, refreshed every INTERVAL seconds until Ctrl-C."""
     from rich.live import Live
 
-    with Live(render(_snapshot_or_exit()), console=console, screen=False) as live:
+    with Live(render(snapshot(get_settings())), console=console, screen=False) as live:
         try:
             while True:
                 time.sleep(interval)
-                live.update(render(_snapshot_or_exit()))
+                live.update(render(snapshot(get_settings())))
         except KeyboardInterrupt:
             pass
 

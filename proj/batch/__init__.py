@@ -7,10 +7,9 @@ first use, so reading a batch's progress does not load the pipelines and provide
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from proj import lazy
 
 if TYPE_CHECKING:
     from proj.batch.progress import list_batches
@@ -25,28 +24,4 @@ _PUBLIC = {
 __all__ = ["BatchHandle", "list_batches", "resume", "submit"]
 
 
-class _Package(types.ModuleType):
-    """``proj.batch.submit`` is the function, though ``proj/batch/submit.py`` is also a module
-    of that name: importing that module makes Python bind the module to
-    ``proj.batch.submit``, which this property answers for instead (and whose binding it
-    ignores)."""
-
-    @property
-    def submit(self) -> Any:
-        return importlib.import_module("proj.batch.submit").submit
-
-    @submit.setter
-    def submit(self, value: Any) -> None:
-        pass
-
-
-sys.modules[__name__].__class__ = _Package
-
-
-def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'proj.batch' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy.install(__name__, _PUBLIC, shadowed={"submit": "proj.batch.submit"})

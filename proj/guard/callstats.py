@@ -34,39 +34,43 @@ class CallStats:
         self._counts: defaultdict[str, float] = defaultdict(float)
         flusher.register(self)
 
-    def _add(self, field: str, n: float) -> None:
+    def _add(self, *counts: tuple[str, float]) -> None:
         with self._lock:
             if self._pid != os.getpid():  # a forked child: the parent's counts are not ours
                 self._pid, self._counts = os.getpid(), defaultdict(float)
-            self._counts[field] += n
+            for field, n in counts:
+                self._counts[field] += n
         flusher.poke()
 
     def call(self, dependency: str, outcome: str, seconds: float) -> None:
         """One call ended: ``outcome`` success, failure or ignored (a 429, our own 4xx)."""
-        self._add(f"calls{SEP}{dependency}{SEP}{outcome}", 1)
-        self._add(f"seconds{SEP}{dependency}{SEP}{outcome}", seconds)
+        self._add(
+            (f"calls{SEP}{dependency}{SEP}{outcome}", 1),
+            (f"seconds{SEP}{dependency}{SEP}{outcome}", seconds),
+        )
 
     def usage(
         self, dependency: str, model: str, prompt: int, completion: int, cost: float | None
     ) -> None:
         """Tokens and cost of one AI call (no cost for a model without a price)."""
-        self._add(f"tokens{SEP}{dependency}{SEP}{model}{SEP}prompt", prompt)
-        self._add(f"tokens{SEP}{dependency}{SEP}{model}{SEP}completion", completion)
-        if cost is not None:
-            self._add(f"cost{SEP}{dependency}{SEP}{model}", cost)
+        tokens = f"tokens{SEP}{dependency}{SEP}{model}{SEP}"
+        self._add(
+            (tokens + "prompt", prompt),
+            (tokens + "completion", completion),
+            *([(f"cost{SEP}{dependency}{SEP}{model}", cost)] if cost is not None else []),
+        )
 
     def refused(self, breaker: str) -> None:
         """A breaker refused a call (open, or half-open with its probe out)."""
-        self._add(f"refused{SEP}{breaker}", 1)
+        self._add((f"refused{SEP}{breaker}", 1))
 
     def granted(self, limit: str, waited_s: float) -> None:
         """A global rate limit let a call through after ``waited_s``."""
-        self._add(f"granted{SEP}{limit}", 1)
-        self._add(f"waited{SEP}{limit}", waited_s)
+        self._add((f"granted{SEP}{limit}", 1), (f"waited{SEP}{limit}", waited_s))
 
     def deferred(self, limit: str) -> None:
         """A caller's slot was further off than it may wait (:class:`RateLimitWait`)."""
-        self._add(f"deferred{SEP}{limit}", 1)
+        self._add((f"deferred{SEP}{limit}", 1))
 
     def flush(self) -> None:
         with self._lock:
