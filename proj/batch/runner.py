@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from proj.app import app
@@ -24,7 +25,7 @@ from proj.batch.finalize import finalize
 from proj.batch.items import ItemWork
 from proj.batch.lease import RunnerLeases, heartbeat_s, new_runner_id
 from proj.batch.pipelines import ItemPipeline, get_pipeline
-from proj.batch.store import BatchStore
+from proj.batch.store import BatchStore, Progress
 from proj.provider import runtime
 from proj.resilience.backoff import Backoff
 from proj.settings import Settings, get_settings
@@ -43,6 +44,10 @@ REDISPATCH_RETRY = {
     "interval_max": 3.0,
 }
 
+#: How often a runner reports its batch's progress as a ``task-progress`` event.
+PROGRESS_EVERY_S = 1.0
+PROGRESS_EVENT = "task-progress"
+
 #: A runner that failed (Redis restarting, a bug) is sent again after 2 s, 4 s, ... up to 60 s.
 RESTART_BACKOFF = Backoff(base_s=2.0, max_s=60.0)
 
@@ -59,8 +64,10 @@ class Runner:
         pipeline: ItemPipeline,
         settings: Settings,
         runner_id: str | None = None,
+        report: Callable[[Progress], None] | None = None,
     ) -> None:
         self.batch_id = batch_id
+        self.report = report
         self.pipeline = pipeline
         self.settings = settings
         self.runner_id = runner_id or new_runner_id(None)
@@ -89,10 +96,16 @@ class Runner:
                 "surplus": joined == 0,
             }
         heartbeat = asyncio.create_task(self._heartbeat())
+        reporter = asyncio.create_task(self._report_progress()) if self.report else None
         try:
             return await self._run(budget_s)
         finally:
             heartbeat.cancel()
+            if reporter is not None:
+                reporter.cancel()
+                with contextlib.suppress(BaseException):
+                    await reporter
+                await self._report_once()  # the last word: where this runner left the batch
             orphaned = bool(self.items.pending)
             for t in self.items.pending:
                 t.cancel()
@@ -122,6 +135,22 @@ class Runner:
                     self.batch_id,
                     dead,
                 )
+
+    async def _report_progress(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY_S)
+            await self._report_once()
+
+    async def _report_once(self) -> None:
+        """Hand the batch's progress to ``report`` (off the loop: publishing blocks). A lost
+        report is only a stale monitor, never a reason to stop the batch."""
+        assert self.report is not None
+        try:
+            progress = await self.store.progress(self.batch_id)
+            if progress is not None:
+                await asyncio.to_thread(self.report, progress)
+        except Exception as exc:
+            logger.debug("batch %s: progress not reported (%s)", self.batch_id, exc)
 
     async def _run(self, budget_s: float) -> dict[str, Any]:
         deadline = time.monotonic() + budget_s
@@ -197,8 +226,9 @@ def run_batch(
             logger.warning("batch %s does not exist (expired?)", batch_id)
             return {"batch_id": batch_id, "missing": True}
         pipeline = get_pipeline(pipeline_name)
+        report = _progress_sender(self, runner_id)
         out = runtime.run(
-            lambda p: Runner(p, batch_id, pipeline, settings, runner_id).run(
+            lambda p: Runner(p, batch_id, pipeline, settings, runner_id, report).run(
                 budget, replaces=replaces, forced=forced
             ),
             timeout_s=budget + settings.providers.http_timeout_s + 30,
@@ -215,6 +245,42 @@ def run_batch(
     if out["more"]:
         _next_runner(self, batch_id, runner_id)
     return out
+
+
+def progress_fields(progress: Progress, runner_id: str) -> dict[str, Any]:
+    """The fields of a runner's ``task-progress`` event. Flower's state machine makes the
+    runner task's state PROGRESS and shows ``result`` (the counts in words) on its page until
+    the task ends; event receivers get the counts as numbers."""
+    pending = max(0, progress.total - progress.done - progress.failed)
+    return {
+        "batch_id": progress.batch_id,
+        "pipeline": progress.pipeline,
+        "runner": runner_id,
+        "total": progress.total,
+        "done": progress.done,
+        "failed": progress.failed,
+        "pending": pending,
+        "in_flight": progress.in_flight,
+        "status": progress.status,
+        "result": (
+            f"batch {progress.batch_id}: {progress.done} done, {progress.failed} failed, "
+            f"{pending} pending of {progress.total}"
+        ),
+    }
+
+
+def _progress_sender(task: Any, runner_id: str) -> Callable[[Progress], None] | None:
+    """Send progress as the runner task's own events, when the worker sends task events."""
+    if not task.app.conf.worker_send_task_events or task.request.called_directly:
+        return None
+    # Captured here: the request is thread-local, and reports are sent from another thread.
+    task_id, hostname = task.request.id, task.request.hostname
+
+    def send(progress: Progress) -> None:
+        with task.app.events.default_dispatcher(hostname=hostname) as dispatcher:
+            dispatcher.send(PROGRESS_EVENT, uuid=task_id, **progress_fields(progress, runner_id))
+
+    return send
 
 
 def _next_runner(

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import signal
 import time
+from typing import Any
 
 import redis as redis_lib
 
 from proj import batch, keys
 from proj.batch.dlq import DeadLetters
+from proj.batch.runner import PROGRESS_EVENT
 from proj.sim.admin import SimAdmin
 from proj.sim.config import key_fraction
-from tests.support import WorkerPool, wait_until
+from tests.support import EventCollector, WorkerPool, wait_until
 
 
 def _domains(n: int, prefix: str = "d") -> list[dict[str, str]]:
@@ -20,19 +22,44 @@ def _domains(n: int, prefix: str = "d") -> list[dict[str, str]]:
 
 
 def test_batch_runs_every_item_once_and_reports_progress(
-    workers: WorkerPool, sim: SimAdmin, provider_env: dict[str, str], redis_client: redis_lib.Redis
+    workers: WorkerPool,
+    sim: SimAdmin,
+    provider_env: dict[str, str],
+    redis_client: redis_lib.Redis,
+    celery_app: Any,
 ) -> None:
     env = {**provider_env, "PROJ_BATCH_CONCURRENCY": "20"}
     workers.start("bulk", ("bulk",), concurrency=2, env=env)
-    sim.configure({"routes": {"company": {"latency_ms": 100}}})
+    sim.configure({"routes": {"company": {"latency_ms": 400}}})  # a few seconds in all
+    events = EventCollector(celery_app, PROGRESS_EVENT, "task-succeeded").start()
     seen = []
-    h = batch.submit("company", _domains(300))
-    final = h.wait(timeout_s=60, on_progress=seen.append, interval_s=0.1)
-    assert (final.total, final.done, final.failed, final.status) == (300, 300, 0, "finished")
-    assert any(0 < p.done < 300 for p in seen), "progress moved while it ran"
-    results = h.results()
-    assert len(results) == 300 and results[7]["domain"] == "d7.com"
-    assert sim.count("company") == 300
+    try:
+        h = batch.submit("company", _domains(300))
+        final = h.wait(timeout_s=60, on_progress=seen.append, interval_s=0.1)
+        assert (final.total, final.done, final.failed, final.status) == (300, 300, 0, "finished")
+        assert any(0 < p.done < 300 for p in seen), "progress moved while it ran"
+        results = h.results()
+        assert len(results) == 300 and results[7]["domain"] == "d7.com"
+        assert sim.count("company") == 300
+        wait_until(lambda: any(e["type"] == "task-succeeded" for e in events.events), 10, "end")
+    finally:
+        events.stop()
+    # Progress reached monitors as the runner task's own events (what Flower shows).
+    progress = [e for e in events.events if e["type"] == PROGRESS_EVENT]
+    assert any(0 < int(e["done"]) < 300 for e in progress), [e["result"] for e in progress]
+    last = progress[-1]
+    assert (last["batch_id"], last["total"], last["done"], last["pending"]) == (
+        h.batch_id,
+        300,
+        300,
+        0,
+    )
+    assert "300 done" in str(last["result"])
+    state = celery_app.events.State()
+    for e in events.events:
+        state.event(e)
+    runner = state.tasks[last["uuid"]]
+    assert runner.state == "SUCCESS"  # the progress state gave way to the task's end
 
 
 def test_same_item_reaches_the_provider_once_within_and_across_batches(
