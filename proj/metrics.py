@@ -173,24 +173,26 @@ class StateCollector(Collector):
     def _calls(self, client: redis.Redis) -> Iterator[Metric]:
         calls = CounterMetricFamily(
             "proj_calls",
-            "Calls through the guarded client (proj.http, proj's pipelines), by dependency and "
-            "outcome (success, failure, ignored: a 429 or our own 4xx).",
-            labels=["dependency", "outcome"],
+            "Calls through the guarded client (proj.http, proj's pipelines), by dependency, "
+            "outcome (success, failure, ignored: a 429 or our own 4xx) and pipeline (the batch "
+            "pipeline, else the task, that made it).",
+            labels=["dependency", "outcome", "pipeline"],
         )
         seconds = CounterMetricFamily(
             "proj_call_seconds",
-            "Time spent in those calls, by dependency and outcome.",
-            labels=["dependency", "outcome"],
+            "Time spent in those calls, by dependency, outcome and pipeline.",
+            labels=["dependency", "outcome", "pipeline"],
         )
         tokens = CounterMetricFamily(
             "proj_tokens",
-            "AI tokens, by dependency, model asked for and kind (prompt, completion).",
-            labels=["dependency", "model", "kind"],
+            "AI tokens, by dependency, model asked for, pipeline and kind (prompt, completion).",
+            labels=["dependency", "model", "pipeline", "kind"],
         )
         cost = CounterMetricFamily(
             "proj_cost_usd",
-            "What AI calls cost in US dollars (PROJ_MODEL_PRICES), by dependency and model.",
-            labels=["dependency", "model"],
+            "What AI calls cost in US dollars (PROJ_MODEL_PRICES), by dependency, model and "
+            "pipeline.",
+            labels=["dependency", "model", "pipeline"],
         )
         refused = CounterMetricFamily(
             "proj_breaker_refused",
@@ -217,10 +219,10 @@ class StateCollector(Collector):
             "granted": (granted, 2),
             "waited": (waited, 2),
             "deferred": (deferred, 2),
-            "calls": (calls, 3),
-            "seconds": (seconds, 3),
-            "tokens": (tokens, 4),
-            "cost": (cost, 3),
+            "calls": (calls, 4),
+            "seconds": (seconds, 4),
+            "tokens": (tokens, 5),
+            "cost": (cost, 4),
         }
         for parts, value in sorted(callstats.read(client).items()):
             family, width = families.get(parts[0], (None, 0))

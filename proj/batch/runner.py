@@ -26,6 +26,7 @@ from proj.batch.items import ItemWork
 from proj.batch.lease import RunnerLeases, heartbeat_s, new_runner_id
 from proj.batch.pipelines import ItemPipeline, get_pipeline
 from proj.batch.store import BatchStore, Progress
+from proj.guard import callstats
 from proj.provider import runtime
 from proj.resilience.backoff import Backoff
 from proj.settings import Settings, get_settings
@@ -95,6 +96,7 @@ class Runner:
                 "more": False,
                 "surplus": joined == 0,
             }
+        callstats.PIPELINE.set(self.pipeline.name)  # this run's task, and the items it starts
         heartbeat = asyncio.create_task(self._heartbeat())
         reporter = asyncio.create_task(self._report_progress()) if self.report else None
         try:

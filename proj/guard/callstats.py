@@ -1,12 +1,20 @@
 """Counts of the calls each process makes through the guarded client, for ``proj metrics``:
-per dependency and outcome, calls and seconds; per dependency and model (AI calls), tokens and
-cost in US dollars; per breaker, calls refused; per global rate limit, grants, seconds waited
-and callers deferred. Counted in memory, added to one Redis hash by the flusher thread
-(:mod:`proj.guard.flusher`), so a call costs no Redis round trip.
+per dependency, outcome and pipeline, calls and seconds; per dependency, model and pipeline (AI
+calls), tokens and cost in US dollars; per breaker, calls refused; per global rate limit,
+grants, seconds waited and callers deferred.
 
-Every label comes from configuration (declared dependencies, the models answering), never from
-traffic, so the hash stays small. The hash has no TTL: its counts only grow, as Prometheus
-counters do, and ``proj metrics`` reads it whole at each scrape.
+The *pipeline* of a call is the work it was made for: the batch pipeline whose item it computes
+(``leads``, ``company``, ...), else the Celery task running it (``proj.leads.enrich_lead``, a
+user's ``billing.charge``), else ``-``. The worker layer sets it (the task base and the batch
+runner); :func:`working_on` sets it for other code. It is a context variable, so it follows a
+call onto the event loop and into the tasks started there.
+
+Counted in memory, added to one Redis hash by the flusher thread (:mod:`proj.guard.flusher`),
+so a call costs no Redis round trip.
+
+Every label comes from configuration (declared dependencies, the models asked for, pipeline and
+task names), never from traffic, so the hash stays small. The hash has no TTL: its counts only
+grow, as Prometheus counters do, and ``proj metrics`` reads it whole at each scrape.
 """
 
 from __future__ import annotations
@@ -15,6 +23,9 @@ import logging
 import os
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from proj import keys
@@ -23,6 +34,20 @@ from proj.guard import connections, flusher
 logger = logging.getLogger("proj.guard")
 
 SEP = "|"  # dependency and model names never hold it (checked by the metrics reader)
+NO_PIPELINE = "-"
+
+#: What the calls made here are for (see the module's docstring).
+PIPELINE: ContextVar[str] = ContextVar("proj_pipeline", default=NO_PIPELINE)
+
+
+@contextmanager
+def working_on(pipeline: str) -> Iterator[None]:
+    """Count the calls made inside (on this thread or task) for ``pipeline``."""
+    token = PIPELINE.set(pipeline)
+    try:
+        yield
+    finally:
+        PIPELINE.reset(token)
 
 
 class CallStats:
@@ -44,20 +69,18 @@ class CallStats:
 
     def call(self, dependency: str, outcome: str, seconds: float) -> None:
         """One call ended: ``outcome`` success, failure or ignored (a 429, our own 4xx)."""
-        self._add(
-            (f"calls{SEP}{dependency}{SEP}{outcome}", 1),
-            (f"seconds{SEP}{dependency}{SEP}{outcome}", seconds),
-        )
+        labels = f"{dependency}{SEP}{outcome}{SEP}{PIPELINE.get()}"
+        self._add((f"calls{SEP}{labels}", 1), (f"seconds{SEP}{labels}", seconds))
 
     def usage(
         self, dependency: str, model: str, prompt: int, completion: int, cost: float | None
     ) -> None:
         """Tokens and cost of one AI call (no cost for a model without a price)."""
-        tokens = f"tokens{SEP}{dependency}{SEP}{model}{SEP}"
+        labels = f"{dependency}{SEP}{model}{SEP}{PIPELINE.get()}"
         self._add(
-            (tokens + "prompt", prompt),
-            (tokens + "completion", completion),
-            *([(f"cost{SEP}{dependency}{SEP}{model}", cost)] if cost is not None else []),
+            (f"tokens{SEP}{labels}{SEP}prompt", prompt),
+            (f"tokens{SEP}{labels}{SEP}completion", completion),
+            *([(f"cost{SEP}{labels}", cost)] if cost is not None else []),
         )
 
     def refused(self, breaker: str) -> None:

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from httpx_aiohttp import AiohttpTransport
 
 from proj.errors import ConfigError
-from proj.guard import connections, flusher, registry
+from proj.guard import callstats, connections, flusher, registry
 from proj.guard import http as http_guard
 from proj.guard.http import AsyncGuardedTransport, guard
 from proj.provider.client import ProviderClient, make_transport
@@ -102,7 +102,10 @@ class Runtime:
     def run(self, fn: Callable[[Providers], Awaitable[T]], timeout_s: float | None = None) -> T:
         """Run ``fn(providers)`` on the loop and wait for it; cancel it if we stop waiting."""
 
+        pipeline = callstats.PIPELINE.get()  # the caller's, carried onto the loop
+
         async def call() -> T:
+            callstats.PIPELINE.set(pipeline)
             return await fn(self.providers)
 
         future = asyncio.run_coroutine_threadsafe(call(), self.loop)

@@ -13,7 +13,7 @@ from celery.exceptions import Ignore, Reject, Retry
 from kombu.utils.json import dumps
 
 from proj.errors import ConfigError, ProjError
-from proj.guard import connections, outcomes, registry
+from proj.guard import callstats, connections, outcomes, registry
 from proj.guard.breaker import STORE_ERRORS, Breaker, ignore_exceptions
 from proj.guard.limiter import Limiter
 from proj.parking import Parking
@@ -113,6 +113,7 @@ class ProjTask(Task):
         outcomes.task_started()
         signal: bool | None = False
         overload = False
+        counted_for = callstats.PIPELINE.set(self.name)
         try:
             result = self._run_guarded(args, kwargs)
             signal = True
@@ -135,6 +136,7 @@ class ProjTask(Task):
                     time.sleep(get_settings().limits.pause_s)
             self.defer(1.0 if wait is None else wait, spread, reason=exc)
         finally:
+            callstats.PIPELINE.reset(counted_for)
             outcomes.task_finished(signal, overload)
 
     def _finished_already(self) -> bool:

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 import proj
-from proj import metrics
+from proj import batch, metrics
 from proj.settings import get_settings
 from proj.stack.procs import free_port
 from proj.tasks import calls, demo
@@ -74,6 +74,7 @@ def test_metrics_show_queues_tasks_breakers_and_adaptive_workers(
     assert _value(before, "proj_queue_depth", queue="urgent") == 0
     assert _value(before, "proj_queue_depth", queue="quarantine") == 0
 
+    small = batch.submit("company", [{"domain": "b1.com"}, {"domain": "b2.com"}], fresh=True)
     proj.breaker("metrics-demo").open()  # a transition this process sends as an event
     with pytest.raises(proj.BreakerOpen):
         proj.breaker("metrics-demo").call(lambda: None)  # refused
@@ -88,6 +89,8 @@ def test_metrics_show_queues_tasks_breakers_and_adaptive_workers(
     for r in lookups:
         r.get(timeout=30)
     answer = chat.get(timeout=30)
+    assert small.wait(timeout_s=30).done == 2
+    company = "proj.calls.company"
 
     def counted() -> bool:
         s = _scrape(registry)
@@ -101,21 +104,30 @@ def test_metrics_show_queues_tasks_breakers_and_adaptive_workers(
     assert _value(after, "proj_queue_depth", queue="bulk") == 0
     wait_until(
         lambda: (
-            _value(_scrape(registry), "proj_calls_total", dependency="company", outcome="success")
-            == 3
+            _value(_scrape(registry), "proj_calls_total", outcome="success", pipeline=company) == 3
         ),
         10,
         "the worker's call counts",
     )
     after = _scrape(registry)
     assert _value(after, "proj_calls_total", dependency="ai", outcome="success") == 1
+    # Each call is counted for the work that made it: the task, or the batch's pipeline.
+    assert _value(after, "proj_calls_total", dependency="company", pipeline=company) == 3
+    assert _value(after, "proj_calls_total", dependency="company", pipeline="company") == 2
+    assert _value(after, "proj_calls_total", dependency="ai", pipeline="proj.calls.chat") == 1
     assert (
         _value(after, "proj_call_seconds_total", dependency="company", outcome="success") or 0
     ) > 0
     assert _value(after, "proj_breaker_refused_total", breaker="metrics-demo") == 1
     assert _value(after, "proj_rate_limit_grants_total", limit="metrics-limit") == 3
     assert _value(after, "proj_rate_limit_waited_seconds_total", limit="metrics-limit") is not None
-    cost = _value(after, "proj_cost_usd_total", dependency="ai", model="gpt-4o-mini")
+    cost = _value(
+        after,
+        "proj_cost_usd_total",
+        dependency="ai",
+        model="gpt-4o-mini",
+        pipeline="proj.calls.chat",
+    )
     assert cost == pytest.approx(answer["usage"]["cost_usd"])
     prompt = _value(after, "proj_tokens_total", dependency="ai", model="gpt-4o-mini", kind="prompt")
     assert prompt == answer["usage"]["prompt_tokens"]
