@@ -21,7 +21,8 @@ from rich.table import Table
 
 from bench._harness import private_redis
 from proj.dependencies import Dependency
-from proj.provider.client import guarded_client, make_transport
+from proj.provider.client import guarded_client
+from proj.provider.transport import make_transport
 from proj.sim.admin import SimAdmin
 from proj.stack.sim import start_sim
 

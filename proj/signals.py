@@ -79,8 +79,8 @@ def start_runtime(**_: Any) -> None:
 def prepare_for_fork(**_: Any) -> None:
     """In a worker's main process, before the pool forks: make what every pool process would
     otherwise make for itself at start-up, so they inherit it (see
-    :func:`proj.provider.client.shared_ssl_context`)."""
-    from proj.provider.client import shared_ssl_context
+    :func:`proj.provider.transport.shared_ssl_context`)."""
+    from proj.provider.transport import shared_ssl_context
 
     shared_ssl_context()
 

@@ -37,7 +37,6 @@ from proj.guard.breaker_listeners import (
     add_global_listener,
     global_listeners,
     ignore_exceptions,
-    ignored,
 )
 from proj.guard.breaker_view import STORE_ERRORS, PybreakerView
 from proj.resilience import breaker as rules
@@ -280,54 +279,6 @@ class Breaker(GuardedCalls, PybreakerView, pybreaker.CircuitBreaker):  # type: i
         if now - self._warned_at >= 10.0:  # once per 10 s, not once per call
             self._warned_at = now
             logger.warning("breaker %s: %s (%s)", self.name, what, exc)
-
-    # --- what an exception means -------------------------------------------------------------
-    def classify(self, exc: BaseException | None) -> Outcome:
-        """``success`` for no exception and for excluded ones (as pybreaker counts them),
-        ``ignored`` for control flow (deferrals, cancellation, Celery's ``Retry``),
-        ``failure`` for the rest."""
-        if exc is None:
-            return "success"
-        if isinstance(exc, tuple(ignored)):
-            return "ignored"
-        if isinstance(exc, Exception) and not self.is_system_error(exc):
-            return "success"
-        return "failure"
-
-    def _listen(self, event: str, *args: Any, **kwargs: Any) -> None:
-        for listener in [*self._listeners, *global_listeners]:
-            try:
-                getattr(listener, event)(self, *args, **kwargs)
-            except Exception:
-                logger.exception("breaker %s: listener %r failed", self.name, listener)
-
-    def _outcome(self, permit: Permit, exc: BaseException | None) -> None:
-        """Count one guarded call; raises :class:`BreakerOpen` if this failure opened it and
-        ``throw_new_error_on_trip`` is set (pybreaker's behaviour)."""
-        outcome = self.classify(exc)
-        if outcome == "failure":
-            self._listen("failure", exc)
-        elif outcome == "success":
-            self._listen("success")
-        moved = self.record(permit, outcome)
-        self._trip(moved, exc)
-
-    async def _aoutcome(self, permit: Permit, exc: BaseException | None) -> None:
-        outcome = self.classify(exc)
-        if outcome == "failure":
-            self._listen("failure", exc)
-        elif outcome == "success":
-            self._listen("success")
-        moved = await self.arecord(permit, outcome)
-        self._trip(moved, exc)
-
-    def _trip(self, moved: tuple[str, str] | None, exc: BaseException | None) -> None:
-        if moved is not None and moved[1] == rules.OPEN and self._throw_new_error_on_trip:
-            if moved[0] == rules.HALF_OPEN:
-                message = "Trial call failed, circuit breaker opened"
-            else:
-                message = "Failures threshold reached, circuit breaker opened"
-            raise BreakerOpen(self.name, self.policy.open_s, rules.OPEN, message) from exc
 
 
 __all__ = [

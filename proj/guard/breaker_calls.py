@@ -1,17 +1,23 @@
 """pybreaker's ways to guard a call (``call``, ``calling()``, the decorator), for ``def``,
-generator and ``async def`` functions: a mixin of :class:`proj.Breaker`, built on its
-admission (``admit``/``aadmit``) and outcome (``_outcome``/``_aoutcome``) methods."""
+generator and ``async def`` functions, and what a call's exception means to the breaker: a
+mixin of :class:`proj.Breaker`, built on its admission (``admit``/``aadmit``) and recording
+(``record``/``arecord``) methods."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import inspect
+import logging
 import types
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from proj.resilience.breaker import BreakerOpen
+from proj.guard.breaker_listeners import global_listeners, ignored
+from proj.resilience import breaker as rules
+from proj.resilience.breaker import BreakerOpen, BreakerPolicy, Outcome
+
+logger = logging.getLogger("proj.breaker")
 
 if TYPE_CHECKING:
     from proj.guard.breaker import Permit
@@ -26,9 +32,14 @@ class GuardedCalls:
         def name(self) -> str: ...
         def admit(self) -> Permit: ...
         async def aadmit(self) -> Permit: ...
-        def _listen(self, event: str, *args: Any, **kwargs: Any) -> None: ...
-        def _outcome(self, permit: Permit, exc: BaseException | None) -> None: ...
-        async def _aoutcome(self, permit: Permit, exc: BaseException | None) -> None: ...
+
+        policy: BreakerPolicy
+        _listeners: list[Any]
+        _throw_new_error_on_trip: bool
+
+        def is_system_error(self, exception: BaseException) -> bool: ...
+        def record(self, permit: Permit, outcome: Outcome) -> tuple[str, str] | None: ...
+        async def arecord(self, permit: Permit, outcome: Outcome) -> tuple[str, str] | None: ...
 
     def call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call ``func`` through the breaker. For an ``async def`` function this returns the
@@ -130,3 +141,51 @@ class GuardedCalls:
             return wrapper
 
         return decorate(*call_args) if call_args else decorate
+
+    # --- what an exception means -------------------------------------------------------------
+    def classify(self, exc: BaseException | None) -> Outcome:
+        """``success`` for no exception and for excluded ones (as pybreaker counts them),
+        ``ignored`` for control flow (deferrals, cancellation, Celery's ``Retry``),
+        ``failure`` for the rest."""
+        if exc is None:
+            return "success"
+        if isinstance(exc, tuple(ignored)):
+            return "ignored"
+        if isinstance(exc, Exception) and not self.is_system_error(exc):
+            return "success"
+        return "failure"
+
+    def _listen(self, event: str, *args: Any, **kwargs: Any) -> None:
+        for listener in [*self._listeners, *global_listeners]:
+            try:
+                getattr(listener, event)(self, *args, **kwargs)
+            except Exception:
+                logger.exception("breaker %s: listener %r failed", self.name, listener)
+
+    def _outcome(self, permit: Permit, exc: BaseException | None) -> None:
+        """Count one guarded call; raises :class:`BreakerOpen` if this failure opened it and
+        ``throw_new_error_on_trip`` is set (pybreaker's behaviour)."""
+        outcome = self.classify(exc)
+        if outcome == "failure":
+            self._listen("failure", exc)
+        elif outcome == "success":
+            self._listen("success")
+        moved = self.record(permit, outcome)
+        self._trip(moved, exc)
+
+    async def _aoutcome(self, permit: Permit, exc: BaseException | None) -> None:
+        outcome = self.classify(exc)
+        if outcome == "failure":
+            self._listen("failure", exc)
+        elif outcome == "success":
+            self._listen("success")
+        moved = await self.arecord(permit, outcome)
+        self._trip(moved, exc)
+
+    def _trip(self, moved: tuple[str, str] | None, exc: BaseException | None) -> None:
+        if moved is not None and moved[1] == rules.OPEN and self._throw_new_error_on_trip:
+            if moved[0] == rules.HALF_OPEN:
+                message = "Trial call failed, circuit breaker opened"
+            else:
+                message = "Failures threshold reached, circuit breaker opened"
+            raise BreakerOpen(self.name, self.policy.open_s, rules.OPEN, message) from exc

@@ -24,7 +24,8 @@ from proj.errors import ConfigError
 from proj.guard import callstats, connections, flusher, registry
 from proj.guard import http as http_guard
 from proj.guard.http import AsyncGuardedTransport, guard
-from proj.provider.client import ProviderClient, make_transport
+from proj.provider.client import ProviderClient
+from proj.provider.transport import make_transport
 from proj.settings import Settings, get_settings
 
 T = TypeVar("T")

@@ -19,6 +19,7 @@ import proj
 from proj import keys
 from proj.guard.http import RequestRefused
 from proj.sim.admin import SimAdmin
+from tests.support import wait_until
 
 
 @pytest.fixture
@@ -189,6 +190,10 @@ def test_a_429_pushes_the_shared_limit_for_every_caller(
 
 def test_in_flight_cap_holds_per_process(deps: SimAdmin) -> None:
     sim = deps
+    # Requests an earlier test gave up on may still be running on the simulator; its peak
+    # starts from what is in flight when counters reset, so start from none.
+    wait_until(lambda: sim.stats()["in_flight"]["source"] == 0, 15, "earlier requests to end")
+    sim.reset()
     sim.configure({"routes": {"source": {"latency_ms": 200}}})
 
     async def main() -> None:

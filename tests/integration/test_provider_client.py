@@ -20,7 +20,8 @@ from proj.provider import (
     ProviderTimeout,
     RateLimited,
 )
-from proj.provider.client import ProviderClient, guarded_client, make_transport
+from proj.provider.client import ProviderClient, guarded_client
+from proj.provider.transport import make_transport
 from proj.settings import DEFAULT_PRICES
 from proj.sim.admin import SimAdmin
 from proj.stack.procs import free_port

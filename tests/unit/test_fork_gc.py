@@ -47,7 +47,7 @@ def test_a_fork_proj_did_not_freeze_for_leaves_an_outside_freeze_alone() -> None
 def test_pool_processes_inherit_the_tls_context_the_main_process_made() -> None:
     """Loading the CA bundle costs a new pool process ~25 ms of CPU; made once in the worker's
     main process (on ``worker_init``, before the pool forks), every child uses that one."""
-    from proj.provider.client import make_http_client, shared_ssl_context
+    from proj.provider.transport import make_http_client, shared_ssl_context
 
     signals.connect(app)
     shared_ssl_context.cache_clear()
