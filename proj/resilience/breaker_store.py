@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
@@ -39,7 +40,7 @@ from proj.resilience.breaker_lua import (
     recorded,
     state_from,
 )
-from proj.resilience.lua import SyncClient, text
+from proj.resilience.lua import Arg, LuaScript, SyncClient, text
 
 
 class BreakerStore(Protocol):
@@ -144,17 +145,40 @@ class MemoryBreakerStore:
 
 
 class AsyncAdapter:
-    """A synchronous store behind the asyncio API (the memory twin, and tests)."""
+    """A synchronous store behind the asyncio API, called in place (the memory twin, and
+    tests): ``await adapter.admit(...)`` is ``store.admit(...)``."""
 
     def __init__(self, store: BreakerStore) -> None:
         self.store = store
 
-    async def admit(
-        self, name: str, policy: BreakerPolicy, probe_id: str, now_ms: int | None = None
-    ) -> Admission:
-        return self.store.admit(name, policy, probe_id, now_ms)
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        fn = getattr(self.store, name)
 
-    async def record(
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        return call
+
+
+class _ScriptSteps:
+    """The steps that are one Lua script each, written once for both Redis stores, as
+    redis-py writes its commands once for both clients: each returns ``self._run(...)``, a
+    result from :class:`RedisBreakerStore` and an awaitable of it from
+    :class:`AsyncRedisBreakerStore`."""
+
+    def _run(
+        self, script: LuaScript, keys: list[str], args: list[Arg], parse: Callable[[Any], Any]
+    ) -> Any:
+        raise NotImplementedError
+
+    def admit(
+        self, name: str, policy: BreakerPolicy, probe_id: str, now_ms: int | None = None
+    ) -> Any:
+        k = breaker_keys(name)
+        args = admit_args(policy, probe_id, now_ms)
+        return self._run(ADMIT_SCRIPT, [k[0], k[2]], args, lambda r: admission(r, probe_id))
+
+    def record(
         self,
         name: str,
         policy: BreakerPolicy,
@@ -163,26 +187,16 @@ class AsyncAdapter:
         failed: int = 0,
         probe_id: str | None = None,
         now_ms: int | None = None,
-    ) -> tuple[str, tuple[str, str] | None, float]:
-        return self.store.record(
-            name, policy, ok=ok, failed=failed, probe_id=probe_id, now_ms=now_ms
-        )
+    ) -> Any:
+        args = record_args(policy, ok, failed, probe_id, now_ms)
+        return self._run(RECORD_SCRIPT, breaker_keys(name), args, recorded)
 
-    async def force(
-        self, name: str, state: str, now_ms: int | None = None
-    ) -> tuple[str, str] | None:
-        return self.store.force(name, state, now_ms)
-
-    async def snapshot(
-        self, name: str, policy: BreakerPolicy, now_ms: int | None = None
-    ) -> Snapshot:
-        return self.store.snapshot(name, policy, now_ms)
-
-    async def names(self) -> list[str]:
-        return self.store.names()
+    def force(self, name: str, state: str, now_ms: int | None = None) -> Any:
+        check_forceable(state)
+        return self._run(FORCE_SCRIPT, breaker_keys(name), [now_arg(now_ms), state], forced)
 
 
-class RedisBreakerStore(SyncClient):
+class RedisBreakerStore(_ScriptSteps, SyncClient):
     """Breaker state in Redis; every step is one Lua script, so it is atomic cluster-wide.
     Works with clients made with or without ``decode_responses``."""
 
@@ -195,29 +209,10 @@ class RedisBreakerStore(SyncClient):
         raw = self.client.hgetall(keys.BREAKER_REGISTRY)
         return {text(k): text(v) for k, v in raw.items()}
 
-    def admit(
-        self, name: str, policy: BreakerPolicy, probe_id: str, now_ms: int | None = None
-    ) -> Admission:
-        k = breaker_keys(name)
-        reply = ADMIT_SCRIPT.run(self.client, [k[0], k[2]], admit_args(policy, probe_id, now_ms))
-        return admission(reply, probe_id)
-
-    def record(
-        self,
-        name: str,
-        policy: BreakerPolicy,
-        *,
-        ok: int = 0,
-        failed: int = 0,
-        probe_id: str | None = None,
-        now_ms: int | None = None,
-    ) -> tuple[str, tuple[str, str] | None, float]:
-        args = record_args(policy, ok, failed, probe_id, now_ms)
-        return recorded(RECORD_SCRIPT.run(self.client, breaker_keys(name), args))
-
-    def force(self, name: str, state: str, now_ms: int | None = None) -> tuple[str, str] | None:
-        check_forceable(state)
-        return forced(FORCE_SCRIPT.run(self.client, breaker_keys(name), [now_arg(now_ms), state]))
+    def _run(
+        self, script: LuaScript, keys: list[str], args: list[Arg], parse: Callable[[Any], Any]
+    ) -> Any:
+        return parse(script.run(self.client, keys, args))
 
     def snapshot(self, name: str, policy: BreakerPolicy, now_ms: int | None = None) -> Snapshot:
         k = breaker_keys(name)
@@ -234,39 +229,16 @@ class RedisBreakerStore(SyncClient):
         return sorted(n for n in found if n)
 
 
-class AsyncRedisBreakerStore:
+class AsyncRedisBreakerStore(_ScriptSteps):
     """:class:`RedisBreakerStore` for asyncio callers (a ``redis.asyncio`` client)."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
 
-    async def admit(
-        self, name: str, policy: BreakerPolicy, probe_id: str, now_ms: int | None = None
-    ) -> Admission:
-        k = breaker_keys(name)
-        args = admit_args(policy, probe_id, now_ms)
-        return admission(await ADMIT_SCRIPT.arun(self.client, [k[0], k[2]], args), probe_id)
-
-    async def record(
-        self,
-        name: str,
-        policy: BreakerPolicy,
-        *,
-        ok: int = 0,
-        failed: int = 0,
-        probe_id: str | None = None,
-        now_ms: int | None = None,
-    ) -> tuple[str, tuple[str, str] | None, float]:
-        args = record_args(policy, ok, failed, probe_id, now_ms)
-        return recorded(await RECORD_SCRIPT.arun(self.client, breaker_keys(name), args))
-
-    async def force(
-        self, name: str, state: str, now_ms: int | None = None
-    ) -> tuple[str, str] | None:
-        check_forceable(state)
-        return forced(
-            await FORCE_SCRIPT.arun(self.client, breaker_keys(name), [now_arg(now_ms), state])
-        )
+    async def _run(
+        self, script: LuaScript, keys: list[str], args: list[Arg], parse: Callable[[Any], Any]
+    ) -> Any:
+        return parse(await script.arun(self.client, keys, args))
 
     async def snapshot(
         self, name: str, policy: BreakerPolicy, now_ms: int | None = None
