@@ -23,7 +23,7 @@ async def finalize(store: BatchStore, pipeline: ItemPipeline, batch_id: str) -> 
     started = float(await store.meta(batch_id, "started") or time.time())
     results = await store.results(batch_id)
     try:
-        await pipeline.finish(batch_id, results, started)
+        await pipeline.finish(store, batch_id, results, started)
     except Exception:
         logger.exception("batch %s: the pipeline's last step failed", batch_id)
     await store.mark_finalized(batch_id)

@@ -6,12 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from proj.batch.store import BatchStore
-from proj.guard import connections
 from proj.pipelines import registry
 from proj.pipelines.definition import Pipeline, content_key
 from proj.pipelines.validation import Rejected
 from proj.provider.runtime import Providers
-from proj.settings import get_settings
 
 __all__ = ["ItemPipeline", "content_key", "get_pipeline"]
 
@@ -31,10 +29,9 @@ class ItemPipeline:
         return await self.definition.process(p, item, run_id=batch_id)
 
     async def finish(
-        self, batch_id: str, results: dict[int, Any], started: float
+        self, store: BatchStore, batch_id: str, results: dict[int, Any], started: float
     ) -> dict[str, Any] | None:
         """Runs once, after the last item (a summary, a notification)."""
-        store = BatchStore(connections.async_client(), get_settings().batch.ttl_s)
         errors = await store.errors(batch_id)
         records = dict(results)
         for idx, item, _ in await store.load(batch_id, sorted(errors)):

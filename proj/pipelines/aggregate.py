@@ -18,6 +18,7 @@ from proj.pipelines.fanin import fan_in
 from proj.pipelines.plan import Planned
 from proj.pipelines.validation import Rejected, validate_items
 from proj.provider import runtime
+from proj.settings import get_settings
 
 
 class Source(BaseModel):
@@ -39,7 +40,7 @@ async def fetch(p: runtime.Providers, name: str, url: str) -> Any:
 
 @app.task(name="proj.aggregate.fetch_source")
 def fetch_source(name: str, url: str) -> dict[str, Any]:
-    return run_as_branch(name, lambda p: fetch(p, name, url))
+    return run_as_branch(name, lambda p: fetch(p, name, url), get_settings().branch_timeout_s)
 
 
 @app.task(name="proj.aggregate.combine")

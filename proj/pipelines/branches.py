@@ -12,16 +12,17 @@ from proj.pipelines.fanin import error_record, failed, run_branch
 from proj.provider import runtime
 from proj.provider.errors import RateLimited
 from proj.resilience.deferral import Deferral
-from proj.settings import get_settings
 
 
-def run_as_branch(name: str, step: Callable[[runtime.Providers], Awaitable[Any]]) -> dict[str, Any]:
-    """``step`` on this process's loop with the branch deadline; always a branch record.
+def run_as_branch(
+    name: str, step: Callable[[runtime.Providers], Awaitable[Any]], timeout: float
+) -> dict[str, Any]:
+    """``step`` on this process's loop within ``timeout`` seconds (the branch deadline, which
+    the task reads from its settings); always a branch record.
 
     Timeouts, provider errors and bugs become error records, so the chord's body runs with
     every branch accounted for. An open breaker is not an error: it defers the task.
     """
-    timeout = get_settings().branch_timeout_s
     started = time.monotonic()
     try:
         return runtime.run(lambda p: run_branch(name, step(p), timeout), timeout_s=timeout + 5)

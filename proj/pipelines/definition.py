@@ -26,10 +26,10 @@ from pydantic import BaseModel
 from proj import triage
 from proj.errors import ProjError
 from proj.pipelines.validation import Rejected, validate_items
-from proj.settings import get_settings
 
 if TYPE_CHECKING:
     from proj.provider.runtime import Providers
+    from proj.settings import Settings
 
 
 class ItemFailed(ProjError):
@@ -60,11 +60,11 @@ def failure(exc: BaseException) -> dict[str, str]:
     return {"kind": getattr(exc, "kind", "internal"), "message": f"{type(exc).__name__}: {exc}"}
 
 
-async def stored(save: Callable[..., None], *args: Any) -> None:
+async def stored(save: Callable[..., None], *args: Any, **kwargs: Any) -> None:
     """Run a store write off the event loop; its failure is the item's (:class:`StoreFailed`,
     named by the error's first line: the rest repeats the row)."""
     try:
-        await asyncio.to_thread(save, *args)
+        await asyncio.to_thread(save, *args, **kwargs)
     except Exception as exc:
         first = (str(exc).splitlines() or [""])[0]
         raise StoreFailed(f"{type(exc).__name__}: {first}") from exc
@@ -97,10 +97,10 @@ class Pipeline:
     triage_as: ClassVar[str] = "item"  # the kind of item triage assesses ("lead")
     text_field: ClassVar[str] = "text"  # the field triage reads
 
-    def assess(self, item: Mapping[str, Any]) -> triage.Triage:
+    def assess(self, item: Mapping[str, Any], settings: Settings) -> triage.Triage:
         """Category, urgency, queue and model of an item (the canvas routes by them)."""
         text = str(item.get(self.text_field) or "")
-        return triage.assess(self.triage_as, text, get_settings(), urgent=item.get("urgent"))
+        return triage.assess(self.triage_as, text, settings, urgent=item.get("urgent"))
 
     def validate(self, items: Any) -> tuple[list[dict[str, Any]], list[Rejected]]:
         """The accepted items in the form queues and Redis carry (normalised, no unset fields;

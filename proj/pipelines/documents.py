@@ -61,7 +61,8 @@ async def analyse_aspect(
 @app.task(name="proj.documents.aspect", track_started=True)
 def aspect_task(aspect: str, text: str, model: str) -> dict[str, Any]:
     """One branch: never raises, returns a branch record."""
-    return run_as_branch(aspect, lambda p: analyse_aspect(p, aspect, text, model))
+    timeout = get_settings().branch_timeout_s
+    return run_as_branch(aspect, lambda p: analyse_aspect(p, aspect, text, model), timeout)
 
 
 def document_record(
@@ -94,15 +95,15 @@ class DocumentsPipeline(Pipeline):
         self, p: runtime.Providers, item: dict[str, Any], *, run_id: str
     ) -> dict[str, Any]:
         started = time.time()
-        t = self.assess(item)
+        t = self.assess(item, p.settings)
         fan = await gather_branches(
             {a: analyse_aspect(p, a, item["text"], t.model) for a in ASPECTS},
-            get_settings().branch_timeout_s,
+            p.settings.branch_timeout_s,
         )
         if not fan["results"]:
             raise BranchesFailed.of(fan["errors"])
         record = document_record(item["id"], t.category, fan, started)
-        await stored(store.save_document, item["id"], record)
+        await stored(store.save_document, item["id"], record, url=p.settings.database)
         return record
 
 
@@ -128,7 +129,7 @@ def build(document: dict[str, Any]) -> Planned:
             None, str(document.get("id", "")) if isinstance(document, dict) else "", 0, rejected
         )
     doc = accepted[0]
-    t = PIPELINE.assess(doc)
+    t = PIPELINE.assess(doc, get_settings())
     header = [aspect_task.si(a, doc["text"], t.model).set(headers=t.headers()) for a in ASPECTS]
     body = combine_document.s(doc["id"], t.category, time.time()).set(headers=t.headers())
     return Planned(chord(header, body), doc["id"], 1, rejected)

@@ -145,12 +145,12 @@ async def process_lead(
             "company": lookups.company(p, lead.company_domain or ""),
             "person": lookups.person(p, lead.email),
         },
-        get_settings().branch_timeout_s,
+        p.settings.branch_timeout_s,
     )
     if not fan["results"]:
         raise BranchesFailed.of(fan["errors"])
     profile = scoring.combine(lead.model_dump(), fan, model=model)
-    await stored(store.save_lead, run_id, profile)
+    await stored(store.save_lead, run_id, profile, url=p.settings.database)
     return {
         "key": lead.key,
         "email": lead.email,
@@ -186,7 +186,7 @@ class LeadsPipeline(Pipeline):
     async def process(
         self, p: runtime.Providers, item: dict[str, Any], *, run_id: str
     ) -> dict[str, Any]:
-        t = self.assess(item)
+        t = self.assess(item, p.settings)
         lead = Lead.model_construct(**item)
         return await process_lead(p, lead, run_id=run_id, model=t.model, category=t.category)
 
@@ -246,8 +246,9 @@ def build(leads: list[Any], *, run_id: str | None = None) -> Planned:
     if not once:
         return Planned(None, run_id, 0, rejected)
     header = []
+    settings = get_settings()  # read once for the whole plan
     for item in once:
-        t = PIPELINE.assess(item)
+        t = PIPELINE.assess(item, settings)
         sig = enrich_lead.si(item, run_id, t.model, t.category)
         header.append(sig.set(headers=t.headers()))
     body = summarize_leads.s(run_id, time.time())

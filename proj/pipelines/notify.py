@@ -31,7 +31,8 @@ def headline(summary: dict[str, Any]) -> str:
 @app.task(name="proj.notify")
 def notify(summary: dict[str, Any]) -> dict[str, Any]:
     """POST ``summary`` to PROJ_NOTIFY_WEBHOOK_URL, or log its headline."""
-    webhook = get_settings().results.notify_webhook_url
+    settings = get_settings()
+    webhook = settings.results.notify_webhook_url
     line = headline(summary)
     if webhook is None:
         logger.info("%s", line)
@@ -42,7 +43,7 @@ def notify(summary: dict[str, Any]) -> dict[str, Any]:
         return await p.get("webhook").post_json(url, {"text": line, "summary": summary})
 
     try:
-        runtime.run(post, timeout_s=get_settings().providers.http_timeout_s + 5)
+        runtime.run(post, timeout_s=settings.providers.http_timeout_s + 5)
     except ProviderError as err:
         # The URL may carry a token: report the error kind only.
         logger.warning("webhook notification failed (%s); %s", err.kind, line)
