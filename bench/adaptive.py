@@ -15,6 +15,7 @@ second over the run; the 429 share is 429s over all calls.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import tempfile
 import time
@@ -30,6 +31,10 @@ from proj import keys
 from proj.sim.admin import SimAdmin
 from proj.stack.sim import start_sim
 from proj.stack.up import WorkerSpec
+
+# Seconds between the samples of goodput and of the pool size, for the plot.
+GOODPUT_S = 1.0
+SIZE_S = 0.25
 
 
 def _memory(url: str) -> dict[Any, dict[Any, Any]]:
@@ -50,6 +55,66 @@ def _restore(url: str, memory: dict[Any, dict[Any, Any]]) -> None:
         client.close()
 
 
+class _Sampler:
+    """Sleeps for a run, noting for the plot into ``series``: every GOODPUT_S the time since
+    the run started (``t``, s) and the goodput over the interval ending then (``goodput``, ok
+    calls/s); every SIZE_S (``size_t``, s) the pool size: the adaptive controller's limit
+    (``size``) and the processes it has (``processes``), from its status in Redis, or the
+    ``fixed`` size."""
+
+    def __init__(
+        self, admin: SimAdmin, node: str, fixed: int | None, series: dict[str, list[Any]] | None
+    ) -> None:
+        self.admin, self.fixed, self.series = admin, fixed, series
+        self.key = keys.concurrency_status(node)
+        self.redis = redis.Redis.from_url(os.environ["REDIS_URL"])
+        self.t0 = time.monotonic()
+        self.last: tuple[float, int] = (0.0, 0)  # (t, ok calls) of the last goodput sample
+        if series is not None:
+            for k in ("t", "goodput", "size_t", "size", "processes"):
+                series[k] = []
+
+    def start(self) -> float:
+        """The run starts now (the simulator's counts were just reset)."""
+        self.t0 = time.monotonic()
+        if self.series is not None:
+            self._size(0.0)
+        return self.t0
+
+    def sleep_until(self, end: float) -> None:
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(SIZE_S, left))
+            if self.series is None:
+                continue
+            t = time.monotonic() - self.t0
+            self._size(t)
+            if t - self.last[0] >= GOODPUT_S - SIZE_S / 2:
+                self._goodput(t)
+
+    def _size(self, t: float) -> None:
+        assert self.series is not None
+        if self.fixed is None:
+            limit, processes = self.redis.hmget(self.key, "limit", "processes")
+            size = int(limit) if limit else None
+            procs = int(processes) if processes else None
+        else:
+            size = procs = self.fixed
+        self.series["size_t"].append(round(t, 3))
+        self.series["size"].append(size)
+        self.series["processes"].append(procs)
+
+    def _goodput(self, t: float) -> None:
+        assert self.series is not None
+        ok = int(self.admin.stats()["counts"]["company"]["ok"])
+        last_t, last_ok = self.last
+        self.last = (t, ok)
+        self.series["t"].append(round(t, 3))
+        self.series["goodput"].append(round((ok - last_ok) / max(t - last_t, 1e-6), 2))
+
+    def close(self) -> None:
+        self.redis.close()
+
+
 def run(
     url: str,
     concurrency: int,
@@ -58,7 +123,9 @@ def run(
     logs: Path,
     *,
     keep_memory: bool = False,
+    series: dict[str, list[Any]] | None = None,
 ) -> tuple[float, float, float, float]:
+    """One run; ``series``, if given, receives the run's time series (see ``_Sampler``)."""
     from proj.tasks import calls
 
     admin = SimAdmin(url)
@@ -84,13 +151,15 @@ def run(
     for i in range(int(a.capacity * 1000 / a.latency_ms * a.seconds * 1.3)):
         calls.company.delay(f"c{i}.com")
     workers = Workers(logs)
+    spec = WorkerSpec("w", ("bulk",), concurrency, extra_args=extra)
+    sampler = _Sampler(admin, spec.nodename, None if adaptive else concurrency, series)
     try:
-        workers.start(WorkerSpec("w", ("bulk",), concurrency, extra_args=extra), env=env)
+        workers.start(spec, env=env)
         admin.reset()
-        t0 = time.monotonic()
-        time.sleep(a.seconds / 2)
+        t0 = sampler.start()
+        sampler.sleep_until(t0 + a.seconds / 2)
         half = admin.stats()["counts"]["company"]
-        time.sleep(a.seconds / 2)
+        sampler.sleep_until(t0 + a.seconds)
         counts = admin.stats()["counts"]["company"]
         elapsed = time.monotonic() - t0
     finally:
@@ -99,6 +168,7 @@ def run(
         flush(os.environ["REDIS_URL"])
         _restore(os.environ["REDIS_URL"], memory)
         admin.close()
+        sampler.close()
     ok, limited = counts["ok"], counts["rate_limited"]
     steady_ok = ok - half["ok"]
     steady_limited = limited - half["rate_limited"]
@@ -116,21 +186,27 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=500)
     ap.add_argument("--seconds", type=float, default=40)
     ap.add_argument("--sweep", default="20,30,40,50")
+    ap.add_argument("--no-plot", action="store_true", help="write nothing to bench/results/")
     a = ap.parse_args()
     proc, url = start_sim()
     rows: dict[str, tuple[float, float, float, float]] = {}
+    series: dict[str, dict[str, list[Any]]] = collections.defaultdict(dict)
     try:
         with private_redis(), tempfile.TemporaryDirectory() as tmp:
             from proj.settings import reset_settings
 
             reset_settings()
-            rows["adaptive, first run (from 5)"] = run(
-                url, 5, True, a, Path(tmp) / "adaptive", keep_memory=True
+            first, again = "adaptive, first run (from 5)", "adaptive, next run (remembers)"
+            rows[first] = run(
+                url, 5, True, a, Path(tmp) / "adaptive", keep_memory=True, series=series[first]
             )
-            rows["adaptive, next run (remembers)"] = run(url, 5, True, a, Path(tmp) / "again")
+            rows[again] = run(url, 5, True, a, Path(tmp) / "again", series=series[again])
             for c in (int(x) for x in a.sweep.split(",")):
-                rows[f"fixed -c {c}"] = run(url, c, False, a, Path(tmp) / f"c{c}")
-            rows["fixed -c 100"] = run(url, 100, False, a, Path(tmp) / "c100")
+                name = f"fixed -c {c}"
+                rows[name] = run(url, c, False, a, Path(tmp) / f"c{c}", series=series[name])
+            rows["fixed -c 100"] = run(
+                url, 100, False, a, Path(tmp) / "c100", series=series["fixed -c 100"]
+            )
     finally:
         proc.stop()
     sweep = {k: v for k, v in rows.items() if k.startswith("fixed -c") and k != "fixed -c 100"}
@@ -156,6 +232,17 @@ def main() -> None:
         )
     Console().print(t)
     print("(goodput: " + ", ".join(f"{k} {v[0]:.0f}/s" for k, v in rows.items()) + ")")
+    if not a.no_plot:
+        from bench import plots
+
+        data = {
+            "series": series,
+            "best": best,
+            "best_goodput": rows[best][0],
+            "capacity": a.capacity,
+            "adaptive_runs": [first, again],
+        }
+        plots.record("adaptive", data, a)
 
 
 if __name__ == "__main__":

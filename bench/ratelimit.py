@@ -39,7 +39,7 @@ def busiest_second(times: list[float]) -> int:
     return best
 
 
-def run(url: str, proj: bool, a: argparse.Namespace, logs: Path) -> tuple[float, int]:
+def run(url: str, proj: bool, a: argparse.Namespace, logs: Path) -> tuple[float, int, list[float]]:
     admin = SimAdmin(url)
     admin.reset(config=True)
     admin.configure({"routes": {"company": {"latency_ms": 20}}})
@@ -82,7 +82,7 @@ def run(url: str, proj: bool, a: argparse.Namespace, logs: Path) -> tuple[float,
         admin.close()
     start = times[0] + 3.0
     middle = [t for t in times if start <= t < start + a.seconds]
-    return len(middle) / a.seconds, busiest_second(times)
+    return len(middle) / a.seconds, busiest_second(times), times
 
 
 def main() -> None:
@@ -90,6 +90,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=20)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--no-plot", action="store_true", help="write nothing to bench/results/")
     a = ap.parse_args()
     proc, url = start_sim()
     try:
@@ -106,7 +107,7 @@ def main() -> None:
     t = Table(title=f"limit {a.rate:g}/s, {a.workers} workers")
     for col in ("", "achieved / limit", "busiest 1 s / limit"):
         t.add_column(col, justify="right")
-    for name, (achieved, busiest) in rows.items():
+    for name, (achieved, busiest, _) in rows.items():
         t.add_row(name, f"{achieved / a.rate:.2f}x", f"{busiest / a.rate:.2f}x")
     Console().print(t)
     print(
@@ -116,6 +117,12 @@ def main() -> None:
         + ", ".join(f"{k} {v[1]}" for k, v in rows.items())
         + ")"
     )
+    if not a.no_plot:
+        from bench import plots
+
+        per_second = {k: plots.per_second(v[2], v[2][0]) for k, v in rows.items()}
+        data = {"per_second": per_second, "limit": a.rate, "workers": a.workers}
+        plots.record("ratelimit", data, a)
 
 
 if __name__ == "__main__":

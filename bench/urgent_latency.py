@@ -71,6 +71,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--backlog", type=int, default=10_000)
     ap.add_argument("--urgent", type=int, default=50)
+    ap.add_argument("--no-plot", action="store_true", help="write nothing to bench/results/")
     args = ap.parse_args()
     console = Console()
     with private_redis(), tempfile.TemporaryDirectory() as tmp:
@@ -91,6 +92,11 @@ def main() -> None:
         p50, p99 = percentile(waits, 50), percentile(waits, 99)
         t.add_row(name, f"{p50 * 1000:.1f}", f"{p99 * 1000:.1f}", f"{p99 / idle_p99:.2f}x")
     console.print(t)
+    if not args.no_plot:
+        from bench import plots
+
+        waits_ms = {k: [w * 1000 for w in v] for k, v in rows.items()}
+        plots.record("urgent_latency", {"waits_ms": waits_ms}, args)
 
 
 if __name__ == "__main__":
