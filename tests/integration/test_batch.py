@@ -41,7 +41,13 @@ def test_batch_runs_every_item_once_and_reports_progress(
         results = h.results()
         assert len(results) == 300 and results[7]["domain"] == "d7.com"
         assert sim.count("company") == 300
-        wait_until(lambda: any(e["type"] == "task-succeeded" for e in events.events), 10, "end")
+
+        def runners_ended() -> bool:  # every runner that reported progress has ended
+            ended = {e["uuid"] for e in events.events if e["type"] == "task-succeeded"}
+            reported = {e["uuid"] for e in events.events if e["type"] == PROGRESS_EVENT}
+            return bool(reported) and reported <= ended
+
+        wait_until(runners_ended, 10, "the runners' task-succeeded events")
     finally:
         events.stop()
     # Progress reached monitors as the runner task's own events (what Flower shows).
