@@ -99,13 +99,12 @@ task_default_routing_key = _s.queues.bulk_queue
 # Untagged messages would count as 0, the top bucket; give them a middle priority instead.
 task_default_priority = _s.queues.default_priority
 _exchange = _Exchange("proj", type="direct")
-task_queues = (
-    _Queue(_s.queues.urgent_queue, _exchange, routing_key=_s.queues.urgent_queue),
-    _Queue(_s.queues.bulk_queue, _exchange, routing_key=_s.queues.bulk_queue),
-)
-# The triage router decides urgent vs bulk for every message (proj/routing.py).
+# Every declared queue (config/queues.toml, PROJ_QUEUES_FILE, PROJ_QUEUES); urgent and bulk
+# always. Publishing to another, or starting a worker on one, fails with one line naming these.
+task_queues = tuple(_Queue(name, _exchange, routing_key=name) for name in _s.queue_config.names)
+# The triage router picks the queue of every message (proj/routing.py).
 task_routes = ("proj.tasks.router.route_task",)
-# Queues are declared above; a typo in a queue name is an error, not a new queue.
+# A typo in a queue name is an error, not a new queue.
 task_create_missing_queues = False
 
 # --- visibility: Flower and `proj status` see everything ---------------------------------

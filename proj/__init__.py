@@ -18,7 +18,7 @@ from proj import lazy
 
 if TYPE_CHECKING:
     from proj.app import app
-    from proj.errors import ConfigError, ProjError
+    from proj.errors import ConfigError, ProjError, QueueFull
     from proj.guard.breaker import Breaker
     from proj.guard.http import RequestRefused, ahttp, http
     from proj.guard.registry import breaker, limiter
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 _PUBLIC = {
     "ConfigError": "proj.errors",
     "ProjError": "proj.errors",
+    "QueueFull": "proj.errors",
     "Breaker": "proj.guard.breaker",
     "RequestRefused": "proj.guard.http",
     "ahttp": "proj.guard.http",
@@ -52,6 +53,7 @@ __all__ = [
     "BreakerStorage",
     "ConfigError",
     "ProjError",
+    "QueueFull",
     "RateLimitWait",
     "RequestRefused",
     "ahttp",

@@ -33,7 +33,13 @@ if _under_a_command():
         raise SystemExit(2) from None
 
 # task-sent events leave in batches from a background thread (proj/events.py).
-app = Celery("proj", task_cls="proj.tasks.base:ProjTask", events="proj.events:Events")
+# The router refuses an undeclared or full queue in proj's words (proj/amqp.py).
+app = Celery(
+    "proj",
+    task_cls="proj.tasks.base:ProjTask",
+    events="proj.events:Events",
+    amqp="proj.amqp:AMQP",
+)
 app.config_from_object("proj.config.celeryconfig")
 app.conf.include = [
     "proj.tasks.demo",

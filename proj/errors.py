@@ -18,6 +18,17 @@ class StackError(ProjError, RuntimeError):
     """A process of the local stack (Redis, a worker, Flower) failed to start or stop."""
 
 
+class QueueFull(ProjError):
+    """A message for a queue already holding its ``max_depth`` messages (config/queues.toml,
+    PROJ_QUEUES); nothing was published."""
+
+    def __init__(self, message: str, *, queue: str, depth: int, max_depth: int) -> None:
+        super().__init__(message)
+        self.queue = queue
+        self.depth = depth
+        self.max_depth = max_depth
+
+
 class ValidationError(ProjError, ValueError):
     """Input to a pipeline or a batch is invalid; names the item, the field and the value."""
 

@@ -96,6 +96,7 @@ BATCH_PARTS = (
     "leases",
     "delayed",
     "runners",
+    "order",
 )
 BATCHES = f"{PREFIX}:batches"  # zset: batch id -> start time
 

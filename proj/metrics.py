@@ -20,10 +20,16 @@ from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-from proj import keys, status
+from proj import figures, keys, status
+from proj.figures import WAIT_BUCKETS
 from proj.guard import callstats
 from proj.metrics_events import BREAKER_STATES, TaskEvents
 from proj.resilience import admin
@@ -50,7 +56,9 @@ class StateCollector(Collector):
             yield from self._workers(client)
             yield from self._limits(client)
             yield from self._batches()
-            yield from self._calls(client)
+            counts = callstats.read(client)
+            yield from self._calls(counts)
+            yield from self._routes(counts)
         finally:
             client.close()
 
@@ -153,7 +161,7 @@ class StateCollector(Collector):
                 items.add_metric([p.batch_id, p.pipeline, state], n)
         yield items
 
-    def _calls(self, client: redis.Redis) -> Iterator[Metric]:
+    def _calls(self, counts: dict[tuple[str, ...], float]) -> Iterator[Metric]:
         calls = CounterMetricFamily(
             "proj_calls",
             "Calls through the guarded client (proj.http, proj's pipelines), by dependency, "
@@ -207,11 +215,47 @@ class StateCollector(Collector):
             "tokens": (tokens, 5),
             "cost": (cost, 4),
         }
-        for parts, value in sorted(callstats.read(client).items()):
+        for parts, value in sorted(counts.items()):
             family, width = families.get(parts[0], (None, 0))
             if family is not None and len(parts) == width:
                 family.add_metric(list(parts[1:]), value)
         yield from (calls, seconds, tokens, cost, refused, granted, waited, deferred)
+
+    def _routes(self, counts: dict[tuple[str, ...], float]) -> Iterator[Metric]:
+        """Task runs per queue and category (:mod:`proj.taskstats`)."""
+        labels = ["queue", "category"]
+        runs = CounterMetricFamily(
+            "proj_queue_runs",
+            "Task runs by the queue they came from, their category (triage's) and how they "
+            "ended (succeeded, failed, retried, deferred).",
+            labels=[*labels, "outcome"],
+        )
+        run_s = CounterMetricFamily(
+            "proj_queue_run_seconds",
+            "Run time of those runs, by queue and category.",
+            labels=labels,
+        )
+        wait = HistogramMetricFamily(
+            "proj_queue_wait_seconds",
+            "Wait from publish to start of task runs, by queue and category.",
+            labels=labels,
+        )
+        cost = CounterMetricFamily(
+            "proj_queue_cost_usd",
+            "What the AI calls of those runs cost in US dollars, by queue and category.",
+            labels=labels,
+        )
+        for (queue, category), f in sorted(figures.by_route(counts).items()):
+            for outcome, n in sorted(f.runs.items()):
+                runs.add_metric([queue, category, outcome], n)
+            run_s.add_metric([queue, category], f.run_s)
+            cumulative, buckets = 0.0, []
+            for bound, n in zip([*map(str, WAIT_BUCKETS), "+Inf"], f.wait_buckets, strict=True):
+                cumulative += n
+                buckets.append((bound, cumulative))
+            wait.add_metric([queue, category], buckets, f.wait_s)
+            cost.add_metric([queue, category], f.cost_usd)
+        yield from (runs, run_s, wait, cost)
 
 
 def registry(settings: Settings, app: Any) -> tuple[CollectorRegistry, TaskEvents]:

@@ -29,9 +29,11 @@ def describe(w: Any) -> dict[str, str]:
     pool = getattr(w, "pool", None)
     processes = getattr(pool, "num_processes", None) or getattr(w, "concurrency", 0)
     queues = sorted(getattr(w.app.amqp.queues, "consume_from", None) or {})
+    paused = getattr(w, "proj_paused", None) or {}  # proj.offpeak: queue -> next start
     return {
         "node": w.hostname,
         "queues": ",".join(queues),
+        "paused": ",".join(f"{q}@{at}" for q, at in sorted(paused.items())),
         "processes": str(int(processes or 0)),
         "pid": str(os.getpid()),
         "updated": f"{time.time():.3f}",

@@ -56,6 +56,24 @@ def _send_quietly(fields: dict[str, object]) -> None:
         logging.getLogger("proj.breaker").debug("breaker event not sent: %s", exc)
 
 
+def check_worker_queues(options: dict[str, Any] | None = None, **_: Any) -> None:
+    """Before a worker sets up its queues: each one ``-Q`` names must be declared, or the
+    worker stops with one line naming the declared queues (Celery's own refusal is a
+    traceback that points at a setting to change)."""
+    from proj.settings import get_settings
+
+    wanted = (options or {}).get("queues") or []
+    if isinstance(wanted, str):
+        wanted = wanted.split(",")
+    config = get_settings().queue_config
+    unknown = [str(q).strip() for q in wanted if str(q).strip() not in config.queues]
+    if unknown:
+        raise SystemExit(  # one line on stderr, exit status 1, no traceback
+            f"error: no queue named {unknown[0]!r}; declared: {config.known()} (declare it in "
+            "PROJ_QUEUES_FILE or PROJ_QUEUES)"
+        )
+
+
 def stamp_sent_at(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """Record when a message was published, so the worker can measure its queue wait."""
     if headers is not None and SENT_AT_HEADER not in headers:
@@ -158,6 +176,7 @@ def connect(app: Any) -> None:
     )
     signals.before_task_publish.connect(stamp_sent_at, weak=False, dispatch_uid="proj.sent_at")
     signals.worker_init.connect(prepare_for_fork, weak=False, dispatch_uid="proj.prefork")
+    signals.celeryd_init.connect(check_worker_queues, weak=False, dispatch_uid="proj.queues")
     signals.worker_process_init.connect(remember_node, weak=False, dispatch_uid="proj.node")
     signals.worker_process_init.connect(start_runtime, weak=False, dispatch_uid="proj.runtime")
     signals.worker_process_shutdown.connect(

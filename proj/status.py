@@ -23,6 +23,7 @@ class WorkerRow:
     bounds: str  # "2..100 adaptive" or "fixed"
     success_rate: str
     note: str
+    paused: str = ""  # off-peak queues it is not consuming now: "nightly@2026-12-07T22:00+00:00"
 
 
 @dataclass(frozen=True)
@@ -63,18 +64,22 @@ def workers(client: redis.Redis) -> list[WorkerRow]:
                     f"{status['minimum']}..{status['maximum']} adaptive",
                     f"{float(rate):.1%}" if rate else "-",
                     status.get("reason", ""),
+                    w.get("paused", ""),
                 )
             )
         else:
-            rows.append(WorkerRow(node, w.get("queues", ""), processes, "fixed", "-", ""))
+            rows.append(
+                WorkerRow(
+                    node, w.get("queues", ""), processes, "fixed", "-", "", w.get("paused", "")
+                )
+            )
     return rows
 
 
 def queues(client: redis.Redis, settings: Settings) -> dict[str, int]:
-    """Messages waiting: the urgent and bulk queues (every priority list of each), the
+    """Messages waiting: every declared queue (every priority list of each), the
     quarantine, the dead letters. One round trip."""
-    q = settings.queues
-    names = (q.urgent_queue, q.bulk_queue)
+    names = settings.queue_config.names
     pipe = client.pipeline(transaction=False)
     for name in names:
         for lst in keys.queue_lists(name):

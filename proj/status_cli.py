@@ -21,8 +21,10 @@ console = Console(soft_wrap=True)
 
 def snapshot(settings: Settings) -> dict[str, Any]:
     """Everything ``proj status`` shows, as plain data (what ``--json`` prints)."""
+    from proj import figures
     from proj import status as st
     from proj.batch.progress import list_batches
+    from proj.guard import callstats
     from proj.resilience import admin
 
     batches = [p for p in list_batches(limit=50) if p.finished is None]
@@ -30,11 +32,16 @@ def snapshot(settings: Settings) -> dict[str, Any]:
     try:
         workers, queues = st.workers(client), st.queues(client, settings)
         limits, parked = st.limits(client, settings), st.parked(client)
+        routes = figures.by_route(callstats.read(client))
     finally:
         client.close()
+    declared = settings.queue_config.queues
     return {
         "workers": [asdict(w) for w in workers],
         "queues": queues,
+        "queue_classes": {n: q.kind for n, q in declared.items()},
+        "queue_figures": {q: _figures(f) for q, f in figures.rollup(routes, 0).items()},
+        "category_figures": {c: _figures(f) for c, f in figures.rollup(routes, 1).items()},
         "breakers": [
             {
                 "name": v.snapshot.name,
@@ -63,6 +70,46 @@ def snapshot(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _figures(f: Any) -> dict[str, Any]:
+    """One queue's or category's figures as plain data."""
+    p50, p99 = f.wait_quantile(0.5), f.wait_quantile(0.99)
+    return {
+        "runs": int(f.total),
+        "failed": int(f.runs.get("failed", 0)),
+        "error_rate": None if f.error_rate is None else round(f.error_rate, 4),
+        "wait_p50_s": None if p50 is None else round(p50, 4),
+        "wait_p99_s": None if p99 is None else round(p99, 4),
+        "mean_run_s": None if f.mean_run_s is None else round(f.mean_run_s, 4),
+        "cost_usd": round(f.cost_usd, 6),
+    }
+
+
+def _s(v: float | None, unit: str = "s") -> str:
+    if v is None:
+        return "-"
+    if unit == "%":
+        return f"{v:.1%}"
+    if unit == "$":
+        return f"${v:.4f}"
+    return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.1f} s"
+
+
+_FIGURE_COLUMNS = ("runs", "errors", "wait p50", "wait p99", "mean run", "cost")
+
+
+def _figure_cells(f: dict[str, Any] | None) -> tuple[str, ...]:
+    if not f:
+        return ("0", "-", "-", "-", "-", "-")
+    return (
+        str(f["runs"]),
+        _s(f["error_rate"], "%"),
+        _s(f["wait_p50_s"]),
+        _s(f["wait_p99_s"]),
+        _s(f["mean_run_s"]),
+        _s(f["cost_usd"], "$"),
+    )
+
+
 def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], empty: str) -> Table:
     table = Table(title=title)
     for col in columns:
@@ -72,6 +119,14 @@ def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], em
     if not rows:
         table.caption = empty
     return table
+
+
+def _queues_shown(queues: str, paused: str) -> str:
+    """The queues a worker consumes, then the off-peak ones it holds until their hours."""
+    held = [p.split("@", 1) for p in paused.split(",") if p]
+    return ", ".join(
+        [*filter(None, queues.split(",")), *(f"{q} (paused until {at})" for q, at in held)]
+    )
 
 
 def render(snap: dict[str, Any]) -> Group:
@@ -84,7 +139,7 @@ def render(snap: dict[str, Any]) -> Group:
             [
                 (
                     w["node"],
-                    w["queues"],
+                    _queues_shown(w["queues"], w.get("paused", "")),
                     str(w["processes"]),
                     w["bounds"],
                     w["success_rate"],
@@ -95,10 +150,24 @@ def render(snap: dict[str, Any]) -> Group:
             "no worker is running",
         ),
         _table(
-            "queues",
-            ("queue", "waiting"),
-            [(name, str(n)) for name, n in snap["queues"].items()],
+            "queues (runs since the counts began)",
+            ("queue", "class", "waiting", *_FIGURE_COLUMNS),
+            [
+                (
+                    name,
+                    snap["queue_classes"].get(name, "-"),
+                    str(n),
+                    *_figure_cells(snap["queue_figures"].get(name)),
+                )
+                for name, n in snap["queues"].items()
+            ],
             "",
+        ),
+        _table(
+            "categories",
+            ("category", *_FIGURE_COLUMNS),
+            [(c, *_figure_cells(f)) for c, f in sorted(snap["category_figures"].items())],
+            "no task run counted yet",
         ),
         _table(
             "circuit breakers",

@@ -27,6 +27,7 @@ from proj.adaptive.controller import Controller
 from proj.adaptive.poolsize import PoolResizer
 from proj.guard import outcomes
 from proj.mover import BreakerStates, Mover, publisher
+from proj.offpeak import ActiveHours
 from proj.parking import Parking
 from proj.poison import Problem
 from proj.presence import Presence
@@ -299,3 +300,4 @@ def install(app: Any) -> None:
     app.steps["worker"].add(AdaptiveConcurrency)
     app.steps["worker"].add(ParkingMover)
     app.steps["worker"].add(Presence)
+    app.steps["consumer"].add(ActiveHours)

@@ -3,11 +3,13 @@ by :mod:`proj.pipelines.registry`), seen through what the runner calls."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from proj.batch.store import BatchStore
 from proj.pipelines import registry
 from proj.pipelines.definition import Pipeline, content_key
+from proj.pipelines.forward import send_on
 from proj.pipelines.validation import Rejected
 from proj.provider.runtime import Providers
 
@@ -26,7 +28,10 @@ class ItemPipeline:
         return self.definition.validate(items)
 
     async def process(self, p: Providers, item: dict[str, Any], *, batch_id: str) -> dict[str, Any]:
-        return await self.definition.process(p, item, run_id=batch_id)
+        record = await self.definition.process(p, item, run_id=batch_id)
+        for name in self.definition.forwards:  # as the canvas's forward steps do
+            record = await asyncio.to_thread(send_on, name, record)
+        return record
 
     async def finish(
         self, store: BatchStore, batch_id: str, results: dict[int, Any], started: float

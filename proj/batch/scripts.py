@@ -11,7 +11,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 # Claim up to n items: ready delayed ones first, then new ones, then expired leases.
-# KEYS[1] batch hash, [2] leases, [3] delayed, [4] state
+# KEYS[1] batch hash, [2] leases, [3] delayed, [4] state, [5] order (may not exist)
 # ARGV[1] n, [2] lease ms, [3] ttl s
 # Returns the claimed indexes.
 CLAIM = (
@@ -35,7 +35,11 @@ if #out < n then
   local stop = math.min(total, nxt + n - #out)
   if stop > nxt then
     redis.call('HSET', KEYS[1], 'next', stop)
-    for idx = nxt, stop - 1 do take(tostring(idx)) end
+    -- KEYS[5]: claim position -> index when items carry priorities (highest first)
+    local ordered = redis.call('EXISTS', KEYS[5]) == 1
+    for pos = nxt, stop - 1 do
+      if ordered then take(redis.call('HGET', KEYS[5], pos)) else take(tostring(pos)) end
+    end
   end
 end
 if #out < n then
@@ -44,7 +48,7 @@ if #out < n then
   end
 end
 redis.call('HSET', KEYS[1], 'updated', now)
-for i = 1, 4 do redis.call('EXPIRE', KEYS[i], tonumber(ARGV[3])) end
+for i = 1, 5 do redis.call('EXPIRE', KEYS[i], tonumber(ARGV[3])) end
 return out
 """
 )

@@ -9,6 +9,8 @@ Data model (keys in :mod:`proj.keys`; every key expires PROJ_BATCH_TTL_S after t
                                      the watchdog in a row)
     proj:batch:{id}:items      hash  index -> item JSON
     proj:batch:{id}:keys       hash  index -> idempotency key
+    proj:batch:{id}:order      hash  claim position -> index, when items carry a priority
+                                     (highest first; absent: positions are indexes)
     proj:batch:{id}:state      hash  index -> done | failed
     proj:batch:{id}:results    hash  index -> result JSON (written once: HSETNX)
     proj:batch:{id}:errors     hash  index -> error JSON of its last failure
@@ -76,6 +78,14 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def claim_order(items: list[dict[str, Any]]) -> list[int] | None:
+    """The order runners claim items in when any carries a ``priority`` (0-9): highest first,
+    input order among equals (no priority counts as 0). None: input order."""
+    if not any(item.get("priority") for item in items):
+        return None
+    return sorted(range(len(items)), key=lambda i: -int(items[i].get("priority") or 0))
+
+
 class BatchStore:
     """Async access to batches in Redis (one instance per process and event loop): every key
     of a batch, the result cache and in-flight markers its items share with other batches, and
@@ -128,12 +138,15 @@ class BatchStore:
                 "updated": int(now * 1000),
             },
         )
+        order = claim_order(items)
         for start in range(0, len(items), 1000):
             chunk = range(start, min(len(items), start + 1000))
             pipe.hset(self.k(batch_id, "items"), mapping={i: json.dumps(items[i]) for i in chunk})
             pipe.hset(self.k(batch_id, "keys"), mapping={i: item_keys[i] for i in chunk})
+            if order is not None:
+                pipe.hset(self.k(batch_id, "order"), mapping={i: order[i] for i in chunk})
         pipe.zadd(keys.BATCHES, {batch_id: now})
-        for part in (None, "items", "keys"):
+        for part in (None, "items", "keys", "order"):
             pipe.expire(self.k(batch_id, part), self.ttl_s)
         await pipe.execute()
         return True
@@ -143,7 +156,7 @@ class BatchStore:
 
     async def claim(self, batch_id: str, n: int, lease_s: float) -> list[int]:
         out = await self._claim(
-            keys=self._keys(batch_id, None, "leases", "delayed", "state"),
+            keys=self._keys(batch_id, None, "leases", "delayed", "state", "order"),
             args=[n, int(lease_s * 1000), self.ttl_s],
         )
         return [int(_s(i)) for i in out]

@@ -1,7 +1,9 @@
 """Counts of the calls each process makes through the guarded client, for ``proj metrics``:
 per dependency, outcome and pipeline, calls and seconds; per dependency, model and pipeline (AI
 calls), tokens and cost in US dollars; per breaker, calls refused; per global rate limit,
-grants, seconds waited and callers deferred.
+grants, seconds waited and callers deferred; and per queue and category, the task runs of
+every worker: how they ended, their run time, their wait from publish to start (in buckets),
+and the cost of their AI calls (:mod:`proj.figures` reads them back).
 
 The *pipeline* of a call is the work it was made for: the batch pipeline whose item it computes
 (``leads``, ``company``, ...), else the Celery task running it (``proj.leads.enrich_lead``, a
@@ -29,6 +31,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from proj import keys
+from proj.figures import wait_bucket
 from proj.guard import connections, flusher
 
 logger = logging.getLogger("proj.guard")
@@ -38,6 +41,8 @@ NO_PIPELINE = "-"
 
 #: What the calls made here are for (see the module's docstring).
 PIPELINE: ContextVar[str] = ContextVar("proj_pipeline", default=NO_PIPELINE)
+#: The queue and category of the task making the calls (its cost counts for them).
+ROUTE: ContextVar[tuple[str, str] | None] = ContextVar("proj_route", default=None)
 
 
 @contextmanager
@@ -81,7 +86,27 @@ class CallStats:
             (f"tokens{SEP}{labels}{SEP}prompt", prompt),
             (f"tokens{SEP}{labels}{SEP}completion", completion),
             *([(f"cost{SEP}{labels}", cost)] if cost is not None else []),
+            *self._route_cost(cost),
         )
+
+    @staticmethod
+    def _route_cost(cost: float | None) -> list[tuple[str, float]]:
+        route = ROUTE.get()
+        if cost is None or route is None:
+            return []
+        return [(f"qcost{SEP}{route[0]}{SEP}{route[1]}", cost)]
+
+    def task(
+        self, queue: str, category: str, outcome: str, wait_s: float | None, run_s: float
+    ) -> None:
+        """A task run ended on a worker: ``outcome`` succeeded, failed, retried or deferred;
+        ``wait_s`` from its publish to its start, when the message says when it was sent."""
+        base = f"{queue}{SEP}{category}"
+        counts = [(f"truns{SEP}{base}{SEP}{outcome}", 1.0), (f"trun_s{SEP}{base}", run_s)]
+        if wait_s is not None:
+            counts += [(f"twait{SEP}{base}{SEP}{wait_bucket(wait_s)}", 1.0)]
+            counts += [(f"twait_s{SEP}{base}", wait_s)]
+        self._add(*counts)
 
     def refused(self, breaker: str) -> None:
         """A breaker refused a call (open, or half-open with its probe out)."""

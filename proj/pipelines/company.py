@@ -24,6 +24,8 @@ class Domain(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
     domain: str = Field(max_length=253)
     key: str | None = None
+    category: str | None = Field(None, min_length=1, max_length=64)
+    priority: int | None = Field(None, ge=0, le=9)  # in a batch, higher starts first
 
     @field_validator("domain")
     @classmethod

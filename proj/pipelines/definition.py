@@ -96,11 +96,15 @@ class Pipeline:
     label_field: ClassVar[str | None] = None
     triage_as: ClassVar[str] = "item"  # the kind of item triage assesses ("lead")
     text_field: ClassVar[str] = "text"  # the field triage reads
+    #: Forward rules (:mod:`proj.pipelines.forward`) applied to each item's record, in order.
+    forwards: ClassVar[tuple[str, ...]] = ()
 
     def assess(self, item: Mapping[str, Any], settings: Settings) -> triage.Triage:
-        """Category, urgency, queue and model of an item (the canvas routes by them)."""
+        """Category, urgency, queue and model of an item (the canvas routes by them); its
+        category is its own ``category`` field, else the pipeline's kind of item."""
         text = str(item.get(self.text_field) or "")
-        return triage.assess(self.triage_as, text, settings, urgent=item.get("urgent"))
+        category = str(item.get("category") or self.triage_as)
+        return triage.assess(category, text, settings, urgent=item.get("urgent"))
 
     def validate(self, items: Any) -> tuple[list[dict[str, Any]], list[Rejected]]:
         """The accepted items in the form queues and Redis carry (normalised, no unset fields;

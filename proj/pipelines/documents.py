@@ -1,8 +1,10 @@
-"""Document analysis: sentiment, entities and summary of one document in parallel, then one
-combined record, stored.
+"""Document analysis: sentiment, entities and summary (with the risks it finds) of one
+document in parallel, then one combined record, stored; a document whose analysis finds risk
+goes on to a compliance review on the ``compliance`` queue (:mod:`proj.pipelines.forward`).
 
 Defined once (:data:`PIPELINE`), run two ways. The canvas fans a document's aspects out as
-three tasks: ``chord([aspect(sentiment), aspect(entities), aspect(summary)], combine_document)``;
+three tasks: ``chord([aspect(sentiment), aspect(entities), aspect(summary)], combine_document)
+| forward(documents.compliance)``;
 a batch (``proj submit --pipeline documents``) runs them concurrently on its runner's loop.
 Both build the record with :func:`document_record` and store it. A document whose every aspect
 failed is not stored: the canvas returns its record with the errors (its caller's report), the
@@ -12,7 +14,9 @@ record, the batch stored no document at all.)
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from celery import chord
@@ -23,6 +27,7 @@ from proj.app import app
 from proj.pipelines.branches import run_as_branch
 from proj.pipelines.definition import BranchesFailed, Pipeline, stored
 from proj.pipelines.fanin import fan_in, gather_branches
+from proj.pipelines.forward import Forward, forward, register
 from proj.pipelines.plan import Planned
 from proj.provider import runtime
 from proj.settings import get_settings
@@ -32,13 +37,20 @@ ASPECTS: dict[str, str] = {
     "(negative|neutral|positive) and sentiment_score (-1..1).",
     "entities": "task: entities. Reply with a JSON object with key entities: a list of the "
     "names of people, organisations and places in the text.",
-    "summary": "task: summary. Reply with a JSON object with key summary: at most three sentences.",
+    "summary": "task: summary. Reply with a JSON object with keys summary (at most three "
+    "sentences), risk (none|low|high: legal or financial exposure the text creates) and "
+    "risk_flags (the risky terms or commitments found).",
 }
 _KEYS = {
     "sentiment": ("sentiment", "sentiment_score"),
     "entities": ("entities",),
-    "summary": ("summary",),
+    "summary": ("summary", "risk", "risk_flags"),
 }
+REVIEW_PROMPT = (
+    "task: compliance review. The analysis below found risk in a document. Reply with a JSON "
+    "object with keys verdict (clear|escalate), risk_flags and summary (why)."
+)
+COMPLIANCE_QUEUE = "compliance"
 
 
 class Document(BaseModel):
@@ -47,6 +59,8 @@ class Document(BaseModel):
     text: str = Field(min_length=1, max_length=200_000)
     title: str | None = Field(None, max_length=500)
     urgent: bool | None = None
+    category: str | None = Field(None, min_length=1, max_length=64)  # triage's, else "document"
+    priority: int | None = Field(None, ge=0, le=9)  # in a batch, higher starts first
 
 
 async def analyse_aspect(
@@ -77,11 +91,23 @@ def document_record(
         "sentiment_score": (r.get("sentiment") or {}).get("sentiment_score"),
         "entities": (r.get("entities") or {}).get("entities"),
         "summary": (r.get("summary") or {}).get("summary"),
+        "risk": (r.get("summary") or {}).get("risk"),
+        "risk_flags": (r.get("summary") or {}).get("risk_flags") or [],
         "errors": fan["errors"],
         "seconds": fan["seconds"],
         "cost_usd": round(sum(u.get("cost_usd") or 0.0 for u in fan["usage"]), 6),
         "wall_s": time.time() - started_at,
     }
+
+
+def risky(record: Mapping[str, Any]) -> bool:
+    """The analysis found high risk in a document that was stored."""
+    return record.get("risk") == "high" and not record.get("errors", {}).get("summary")
+
+
+COMPLIANCE = register(
+    Forward("documents.compliance", risky, "proj.documents.compliance_review", COMPLIANCE_QUEUE)
+)
 
 
 class DocumentsPipeline(Pipeline):
@@ -90,6 +116,7 @@ class DocumentsPipeline(Pipeline):
     noun = "document"
     label_field = "id"
     triage_as = "document"
+    forwards = (COMPLIANCE.name,)
 
     async def process(
         self, p: runtime.Providers, item: dict[str, Any], *, run_id: str
@@ -132,4 +159,42 @@ def build(document: dict[str, Any]) -> Planned:
     t = PIPELINE.assess(doc, get_settings())
     header = [aspect_task.si(a, doc["text"], t.model).set(headers=t.headers()) for a in ASPECTS]
     body = combine_document.s(doc["id"], t.category, time.time()).set(headers=t.headers())
-    return Planned(chord(header, body), doc["id"], 1, rejected)
+    then = forward.s(COMPLIANCE.name).set(headers=t.headers())
+    return Planned(chord(header, body) | then, doc["id"], 1, rejected)
+
+
+async def review(p: runtime.Providers, record: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The compliance review of one risky document's analysis."""
+    shown = {k: record.get(k) for k in ("summary", "entities", "risk", "risk_flags")}
+    messages = [
+        {"role": "system", "content": REVIEW_PROMPT},
+        {"role": "user", "content": json.dumps(shown)},
+    ]
+    result = await p.ai.chat(model=model, messages=messages)
+    data = result.json()
+    return {
+        "verdict": data.get("verdict"),
+        "risk_flags": data.get("risk_flags") or [],
+        "summary": data.get("summary"),
+        "model": model,
+        "usage": result.usage.to_dict(),
+        "reviewed_at": time.time(),
+    }
+
+
+@app.task(name="proj.documents.compliance_review", track_started=True)
+def compliance_review(record: dict[str, Any]) -> dict[str, Any]:
+    """Review a risky document (sent by the documents pipeline's forward rule, on the
+    compliance queue, with that queue's model) and store the review with its record."""
+    settings = get_settings()
+    model = (
+        settings.model_for(settings.queue(COMPLIANCE_QUEUE).model) or settings.queues.model_large
+    )
+    verdict = runtime.run(
+        lambda p: review(p, record, model), timeout_s=settings.branch_timeout_s + 5
+    )
+    kept = {k: v for k, v in record.items() if k != "forwarded"}
+    store.save_document(
+        record["document_id"], {**kept, "compliance": verdict}, url=settings.database
+    )
+    return verdict

@@ -80,6 +80,8 @@ class Lead(BaseModel):
     key: str | None = Field(
         None, max_length=320, description="Idempotency key; the email if unset."
     )
+    category: str | None = Field(None, min_length=1, max_length=64)  # triage's, else "lead"
+    priority: int | None = Field(None, ge=0, le=9)  # higher starts first
 
     @field_validator("email")
     @classmethod
@@ -249,8 +251,10 @@ def build(leads: list[Any], *, run_id: str | None = None) -> Planned:
     settings = get_settings()  # read once for the whole plan
     for item in once:
         t = PIPELINE.assess(item, settings)
-        sig = enrich_lead.si(item, run_id, t.model, t.category)
-        header.append(sig.set(headers=t.headers()))
+        sig = enrich_lead.si(item, run_id, t.model, t.category).set(headers=t.headers())
+        if item.get("priority") is not None:  # on Redis 0 is served first: 9 - priority
+            sig = sig.set(priority=9 - int(item["priority"]))
+        header.append(sig)
     body = summarize_leads.s(run_id, time.time())
     return Planned(
         chord(header, body) | notify.s(), run_id, len(once), rejected, len(items) - len(once)

@@ -20,17 +20,15 @@ holds what they share (how a section reads the environment, errors that name the
 from __future__ import annotations
 
 import functools
-import os
-from importlib import resources
 from typing import Any
 
 import pydantic
-from pydantic import BaseModel, PrivateAttr, SecretStr, model_validator
+from pydantic import BaseModel, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings
 
-from proj import dependencies
 from proj.dependencies import Dependency
 from proj.errors import ConfigError
+from proj.queues import QueueConfig
 from proj.resilience.breaker import BreakerPolicy
 from proj.resilience.concurrency import ConcurrencyPolicy
 from proj.resilience.ratelimit import RateLimit, parse_rate
@@ -40,6 +38,7 @@ from proj.settings.calls import (
     ProviderSettings,
     RateLimitSettings,
 )
+from proj.settings.declared import Declarations
 from proj.settings.fields import (
     DEFAULT_PRICES,
     DEFAULT_REDIS_URL,
@@ -100,8 +99,9 @@ SECTIONS: dict[str, type[BaseSettings]] = {
 }
 
 
-class Settings(BaseModel):
-    """All of proj's configuration, one section per concern."""
+class Settings(Declarations, BaseModel):
+    """All of proj's configuration, one section per concern, and the declared dependencies
+    and queues (:class:`proj.settings.declared.Declarations`)."""
 
     model_config = {"frozen": True}
 
@@ -119,6 +119,7 @@ class Settings(BaseModel):
     parking: ParkingSettings
 
     _deps: dict[str, Dependency] = PrivateAttr(default_factory=dict)
+    _queues: QueueConfig = PrivateAttr(default_factory=lambda: QueueConfig({}))
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -138,6 +139,7 @@ class Settings(BaseModel):
         for name in self.breaker.overrides:
             self._check_breaker(name, f"PROJ_BREAKERS[{name!r}].")
         self._resolve_dependencies()
+        self._resolve_queues()
         return self
 
     def _check_breaker(self, name: str, where: str) -> None:
@@ -147,70 +149,6 @@ class Settings(BaseModel):
             e = err.errors()[0]
             field = ".".join(str(p) for p in e.get("loc", ()))
             raise ValueError(f"{where}{field}: {e['msg']}, got {e.get('input')!r}") from None
-
-    def _resolve_dependencies(self) -> None:
-        """Load the declarations (proj's, the deployment's file, PROJ_DEPENDENCIES) and take
-        their URLs and keys from the environment (the settings fields when set)."""
-        p = self.providers
-        shipped = resources.files("proj.config").joinpath("dependencies.toml").read_text()
-        user = None
-        if p.dependencies_file is not None:
-            try:
-                user = p.dependencies_file.read_text()
-            except OSError as err:
-                raise ValueError(
-                    f"PROJ_DEPENDENCIES_FILE: cannot read {str(p.dependencies_file)!r}: "
-                    f"{err.strerror}"
-                ) from None
-        environ = dict(os.environ)
-        for section, field in _DEPENDENCY_FIELDS:
-            value = getattr(getattr(self, section), field)
-            if value is not None:
-                env = env_name(SECTIONS[section], field)
-                environ[env] = value.get_secret_value() if isinstance(value, SecretStr) else value
-        try:
-            decls = dependencies.declarations(shipped, user, p.dependencies_env)
-            self._deps = dependencies.resolve(decls, environ, timeout_s=p.http_timeout_s)
-        except dependencies.DependencyError as err:
-            raise ValueError(str(err)) from None
-        for name in self._deps:
-            self._check_breaker(name, f"dependency {name!r}: breaker.")
-
-    # --- declared dependencies -------------------------------------------------------------
-    @property
-    def dependencies(self) -> dict[str, Dependency]:
-        """Every declared dependency, resolved against the environment."""
-        return dict(self._deps)
-
-    def dependency(self, name: str) -> Dependency:
-        """The enabled dependency ``name`` (``source.<x>``: the ``source`` declaration), or
-        :class:`ConfigError` naming the known ones."""
-        dep = self._deps.get(name)
-        if dep is None and "." in name:
-            parent = self._deps.get(name.split(".", 1)[0])
-            dep = parent.named(name) if parent is not None else None
-        if dep is None:
-            known = ", ".join(sorted(self._deps)) or "none"
-            raise ConfigError(
-                f"no dependency named {name!r}; declared: {known} (declare it in "
-                "PROJ_DEPENDENCIES_FILE or PROJ_DEPENDENCIES)"
-            )
-        if not dep.enabled:
-            raise ConfigError(f"dependency {name!r} is switched off in this deployment")
-        return dep
-
-    def dependency_problems(self) -> list[str]:
-        """What keeps an enabled, required dependency from working (checked at worker start)."""
-        return dependencies.problems(self._deps)
-
-    def dependency_breakers(self) -> list[str]:
-        """Breakers every deployment has: one per enabled dependency with a fixed host
-        (optional ones once configured)."""
-        return sorted(
-            n
-            for n, d in self._deps.items()
-            if d.enabled and not d.any_host and (d.base_url is not None or not d.optional)
-        )
 
     # --- values across sections ----------------------------------------------------------
     @property
@@ -260,16 +198,6 @@ class Settings(BaseModel):
         if limit is None:
             return None
         return RateLimit(limit.rate * (1 - self.limits.headroom), limit.per_s, limit.burst)
-
-
-#: Settings fields that stand for a dependency's environment variable.
-_DEPENDENCY_FIELDS = (
-    ("providers", "provider_base_url"),
-    ("providers", "provider_api_key"),
-    ("providers", "lookup_base_url"),
-    ("providers", "lookup_api_key"),
-    ("results", "notify_webhook_url"),
-)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -3,6 +3,9 @@ parked (deferred) tasks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings
 
@@ -89,7 +92,8 @@ class BrokerSettings(BaseSettings):
 
 
 class QueueSettings(BaseSettings):
-    """The two queues, how a message is routed to one, and the model triage picks."""
+    """The queues (config/queues.toml and the deployment's), how a message is routed to one,
+    and the model triage picks."""
 
     model_config = _config()
 
@@ -114,6 +118,19 @@ class QueueSettings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_PRICES),
         description='JSON: {"model": {"input_per_1m_usd": x, "output_per_1m_usd": y}}.',
     )
+    queues_file: Path | None = Field(
+        None, description="A TOML file of the deployment's queues and triage rules."
+    )
+    queues_env: dict[str, Any] = Field(
+        default_factory=dict,
+        validation_alias=_alias("PROJ_QUEUES", "queues_env"),
+        description='JSON per-queue fields: {"legal": {"model": "large"}}.',
+    )
+    triage_rules_env: list[Any] | None = Field(
+        None,
+        validation_alias=_alias("PROJ_TRIAGE_RULES", "triage_rules_env"),
+        description="JSON list of triage rules, first match wins; replaces the file's.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> QueueSettings:
@@ -121,12 +138,6 @@ class QueueSettings(BaseSettings):
             raise ValueError(
                 f"PROJ_URGENT_QUEUE and PROJ_BULK_QUEUE must differ, both are {self.urgent_queue!r}"
             )
-        for urgency, queue in self.triage_queue_by_urgency.items():
-            if queue not in (self.urgent_queue, self.bulk_queue):
-                raise ValueError(
-                    f"PROJ_TRIAGE_QUEUE_BY_URGENCY[{urgency!r}] must be "
-                    f"{self.urgent_queue!r} or {self.bulk_queue!r}, got {queue!r}"
-                )
         return self
 
 

@@ -32,6 +32,17 @@ _TITLES = (
 )
 _SENTIMENTS = ("negative", "neutral", "positive")
 _URGENT_WORDS = ("urgent", "asap", "immediately", "outage", "down", "deadline", "today")
+#: Terms that make a document risky (a compliance review then runs on it).
+_RISK_WORDS = (
+    "breach",
+    "penalty",
+    "liability",
+    "lawsuit",
+    "fraud",
+    "indemnif",
+    "non-compliance",
+    "terminate",
+)
 
 
 def _h(*parts: str) -> int:
@@ -101,6 +112,7 @@ def chat_content(messages: list[dict[str, Any]]) -> str:
             entities.append(w)
     lowered = text.lower()
     urgent = any(word in lowered for word in _URGENT_WORDS)
+    flags = [w for w in _RISK_WORDS if w in lowered]
     sentiment = _SENTIMENTS[h % 3]
     return json.dumps(
         {
@@ -117,6 +129,9 @@ def chat_content(messages: list[dict[str, Any]]) -> str:
             "budget_signal": ("low", "medium", "high")[(h >> 12) % 3],
             "fit_score": 1 + (h >> 16) % 10,
             "complexity": "complex" if len(text) >= 1200 else "simple",
+            "risk": "high" if flags else "none",
+            "risk_flags": flags,
+            "verdict": "escalate" if flags else "clear",
         }
     )
 

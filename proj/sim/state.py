@@ -50,9 +50,14 @@ class SimState:
         self.arrival_log: dict[str, collections.deque[float]] = {
             r: collections.deque(maxlen=200_000) for r in ROUTES
         }
+        # What each request asked for (a domain, an email), in arrival order.
+        self.subjects: dict[str, collections.deque[str]] = {
+            r: collections.deque(maxlen=10_000) for r in ROUTES
+        }
 
     def admit(self, route: str, key: str) -> Decision:
         self.arrival_log[route].append(time.time())
+        self.subjects[route].append(key)
         if self.forced_429[route] > 0:
             self.forced_429[route] -= 1
             self.counts[route]["rate_limited"] += 1
@@ -92,4 +97,5 @@ class SimState:
             out["timeline"] = {
                 r: {str(k): v for k, v in sorted(t.items())} for r, t in self.timeline.items()
             }
+            out["subjects"] = {r: list(s) for r, s in self.subjects.items()}
         return out

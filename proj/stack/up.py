@@ -82,21 +82,26 @@ def metrics_argv(port: int, *, python: str = sys.executable) -> list[str]:
     return [python, "-m", "proj.cli", "metrics", "--host", "127.0.0.1", "--port", str(port)]
 
 
+def worker_queues(settings: Settings) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The queues of the urgent worker (the urgent queue, then every other urgent-class one)
+    and of the bulk worker (the bulk queue, then every other declared queue)."""
+    q = settings.queues
+    declared = settings.queue_config.queues
+    others = [n for n in sorted(declared) if n not in (q.urgent_queue, q.bulk_queue)]
+    urgent = (q.urgent_queue, *(n for n in others if declared[n].kind == "urgent"))
+    bulk = (q.bulk_queue, *(n for n in others if declared[n].kind != "urgent"))
+    return urgent, bulk
+
+
 def default_workers(settings: Settings) -> list[WorkerSpec]:
-    """An urgent worker and a bulk worker; with PROJ_ADAPTIVE_CONCURRENCY the bulk worker
-    starts at PROJ_ADAPTIVE_START and finds its own size."""
-    bulk = WorkerSpec("bulk", (settings.queues.bulk_queue,), settings.stack.bulk_concurrency)
+    """An urgent worker and a bulk worker, between them on every declared queue; with
+    PROJ_ADAPTIVE_CONCURRENCY the bulk worker starts at PROJ_ADAPTIVE_START and finds its own
+    size."""
+    urgent_queues, bulk_queues = worker_queues(settings)
+    bulk = WorkerSpec("bulk", bulk_queues, settings.stack.bulk_concurrency)
     if settings.adaptive.enabled:
-        bulk = WorkerSpec(
-            "bulk",
-            (settings.queues.bulk_queue,),
-            settings.adaptive.start,
-            extra_args=("--adaptive",),
-        )
-    return [
-        WorkerSpec("urgent", (settings.queues.urgent_queue,), settings.stack.urgent_concurrency),
-        bulk,
-    ]
+        bulk = WorkerSpec("bulk", bulk_queues, settings.adaptive.start, extra_args=("--adaptive",))
+    return [WorkerSpec("urgent", urgent_queues, settings.stack.urgent_concurrency), bulk]
 
 
 def ping_workers(broker_url: str, nodenames: list[str], timeout_s: float = 1.0) -> set[str]:

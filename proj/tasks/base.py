@@ -12,6 +12,7 @@ from celery import Task, states
 from celery.exceptions import Ignore, Reject, Retry
 from kombu.utils.json import dumps
 
+from proj import taskstats
 from proj.errors import ConfigError, ProjError
 from proj.guard import callstats, connections, outcomes, registry
 from proj.guard.breaker import STORE_ERRORS, Breaker, ignore_exceptions
@@ -114,17 +115,21 @@ class ProjTask(Task):
         signal: bool | None = False
         overload = False
         counted_for = callstats.PIPELINE.set(self.name)
+        route = taskstats.route_of(self.request)
+        routed, started, ended = taskstats.started(route), time.monotonic(), "failed"
         try:
             result = self._run_guarded(args, kwargs)
-            signal = True
+            signal, ended = True, "succeeded"
             return result
         except Retry as exc:
-            signal = None if isinstance(exc.exc, Deferral) else False
+            deferred = isinstance(exc.exc, Deferral)
+            signal, ended = (None, "deferred") if deferred else (False, "retried")
             raise
         except BaseException as exc:
             later = _deferral(exc)
             if later is None:
                 raise
+            ended = "deferred"
             wait, spread, overload = later
             signal = False if overload else None  # a 429 is the provider saying "too much"
             if overload:
@@ -138,6 +143,8 @@ class ProjTask(Task):
         finally:
             callstats.PIPELINE.reset(counted_for)
             outcomes.task_finished(signal, overload)
+            run_s = time.monotonic() - started
+            taskstats.ended(route, routed, ended, self.queue_wait_s(), run_s)
 
     def _finished_already(self) -> bool:
         """A redelivered copy of a task whose run already finished (its worker died before

@@ -90,5 +90,11 @@ def test_cli_status_counts_every_priority_list_of_a_queue(
     r.flushdb()
     assert out.returncode == 0, out.stderr
     snap = json.loads(out.stdout)
-    assert snap["queues"] == {"urgent": 1, "bulk": 4, "quarantine": 0, "dead_letters": 0}
+    assert snap["queues"] == {
+        "urgent": 1,
+        "bulk": 4,
+        "compliance": 0,  # every declared queue
+        "quarantine": 0,
+        "dead_letters": 0,
+    }
     assert snap["workers"] == [] and snap["batches"] == []

@@ -50,9 +50,11 @@ def test_config_explicit_startup_retry_expiry_and_events() -> None:
     assert app.conf.task_send_sent_event is True
 
 
-def test_config_declares_urgent_and_bulk_queues() -> None:
+def test_config_declares_the_declared_queues() -> None:
+    """urgent and bulk, and compliance (the documents pipeline's review step): the queues of
+    config/queues.toml."""
     names = {q.name for q in app.conf.task_queues}
-    assert names == {"urgent", "bulk"}
+    assert names == {"urgent", "bulk", "compliance"}
     assert app.conf.task_default_queue == "bulk"
 
 

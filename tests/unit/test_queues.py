@@ -130,3 +130,42 @@ def test_rules_match_on_every_field_they_give() -> None:
     assert third.matches("report", "normal", "simple", "Q3 Balance Sheet attached")
     assert not third.matches("report", "normal", "simple", "hello")
     assert second.describe() == "category=legal -> queue legal, model large"
+
+
+class _Consumer:
+    """What the off-peak step calls on Celery's consumer."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def cancel_task_queue(self, name: str) -> None:
+        self.calls.append(("cancel", name))
+
+    def add_task_queue(self, name: str) -> None:
+        self.calls.append(("add", name))
+
+
+def test_off_peak_queue_is_paused_outside_its_hours_and_resumed_inside() -> None:
+    from proj.offpeak import ActiveHours, plan
+
+    cfg = load(
+        SHIPPED,
+        env_queues={"nightly": {"class": "low", "active_hours": "22:00-06:00"}},
+        required=REQUIRED,
+    )
+    nightly = cfg.queues["nightly"]
+    assert plan([nightly], set(), _at(12)) == (["nightly"], [])
+    assert plan([nightly], {"nightly"}, _at(12)) == ([], [])
+    assert plan([nightly], {"nightly"}, _at(23)) == ([], ["nightly"])
+    step = ActiveHours.__new__(ActiveHours)
+    step.queues, step.paused, step.timer_entry = [nightly], {}, None
+    c = _Consumer()
+    step.check(c, _at(12))
+    assert c.calls == [("cancel", "nightly")]
+    assert step.paused == {"nightly": "2026-12-07T22:00+00:00"}
+    step.check(c, _at(21, 59))  # still outside: nothing more
+    step.check(c, _at(22))
+    assert c.calls == [("cancel", "nightly"), ("add", "nightly")] and step.paused == {}
+    step.check(c, _at(6))
+    assert c.calls[-1] == ("cancel", "nightly")
+    assert step.paused == {"nightly": "2026-12-07T22:00+00:00"}

@@ -69,3 +69,9 @@ def test_router_is_installed_in_celery() -> None:
     assert router.route({"priority": 0}, "proj.work", (), {}, work)["queue"].name == "urgent"
     routed = router.route({"queue": "bulk"}, "proj.urgent_work", (), {}, urgent_work)
     assert routed["queue"].name == "bulk"
+
+
+def test_routing_follows_triage_to_any_declared_queue_and_ignores_others() -> None:
+    policy = RoutingPolicy(declared=frozenset({"urgent", "bulk", "legal"}))
+    assert decide_queue(policy, triage_queue="legal") == "legal"
+    assert decide_queue(policy, triage_queue="nowhere") == "bulk"

@@ -125,3 +125,50 @@ def test_a_huge_value_is_named_not_echoed() -> None:
 
     err = ValidationError("lead 0", "email", "x" * 10_000_000, "is not a valid email address")
     assert len(str(err)) < 400 and "10000002 characters" in str(err)
+
+
+FIVE = {
+    "legal": {"model": "large"},
+    "finance": {},
+    "content": {"model": "small"},
+    "general": {},
+}
+RULES = [
+    {"category": "critical", "queue": "urgent"},
+    {"category": "legal", "queue": "legal", "model": "large"},
+    {"keywords": ["balance sheet", "invoice"], "queue": "finance"},
+    {"category": "simple_content", "queue": "content"},
+    {"category": "*", "complexity": "complex", "queue": "general", "model": "gpt-4.1"},
+]
+
+
+def test_triage_rules_pick_queue_and_model_first_match_wins() -> None:
+    s = load_settings(queues={"queues_env": FIVE, "triage_rules_env": RULES})
+    legal = assess("legal", "Contract for review", s)
+    assert (legal.queue, legal.model) == ("legal", s.queues.model_large)
+    assert legal.rule == "rule 1: category=legal -> queue legal, model large"
+    # No model in the rule: the queue's own default, else the complexity's.
+    assert assess("report", "Q3 balance sheet", s).queue == "finance"
+    assert assess("report", "Q3 balance sheet", s).model == s.queues.model_small
+    content = assess("simple_content", "a tweet", s)
+    assert (content.queue, content.model) == ("content", s.queues.model_small)
+    assert assess("critical", "db down", s).queue == "urgent"
+    big = assess("memo", "x" * 2000, s)
+    assert (big.queue, big.model, big.rule) == (
+        "general",
+        "gpt-4.1",
+        "rule 4: category=* complexity=complex -> queue general, model gpt-4.1",
+    )
+    # Nothing matches: urgency decides the queue, complexity the model, and no rule is named.
+    plain = assess("lead", "hello", s)
+    assert (plain.queue, plain.model, plain.rule) == ("bulk", s.queues.model_small, None)
+    assert legal.headers() == {QUEUE_HEADER: "legal", "proj_category": "legal"}
+
+
+def test_a_rule_naming_an_undeclared_queue_is_a_config_error() -> None:
+    from proj.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="triage rule 0: queue names no declared queue"):
+        load_settings(queues={"triage_rules_env": [{"category": "legal", "queue": "legal"}]})
+    with pytest.raises(ConfigError, match=r"PROJ_TRIAGE_QUEUE_BY_URGENCY\['low'\] names no"):
+        load_settings(triage_queue_by_urgency={"high": "urgent", "normal": "bulk", "low": "x"})
