@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proj.app import app
+from proj.triage import CATEGORY_HEADER
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,9 @@ def send_on(name: str, output: dict[str, Any]) -> dict[str, Any]:
     r = rule(name)
     if not r.when(output):
         return output
-    sent = app.signature(r.task, args=(output,), queue=r.queue).apply_async()
+    category = output.get("category")  # the output's category goes with it (its figures)
+    headers = {CATEGORY_HEADER: str(category)} if category else None
+    sent = app.signature(r.task, args=(output,), queue=r.queue, headers=headers).apply_async()
     return {**output, "forwarded": {"task": r.task, "queue": r.queue, "id": sent.id}}
 
 

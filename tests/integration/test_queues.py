@@ -173,6 +173,19 @@ def test_compliance_review_runs_for_risky_documents_only(
         wait_until(lambda d=doc: "compliance" in (reviewed(d) or {}), 30, f"{doc} reviewed")
         review = reviewed(doc)["compliance"]  # type: ignore[index]
         assert review["verdict"] == "escalate" and review["model"] == "gpt-4o"
+    from proj.status_cli import snapshot
+
+    wait_until(
+        lambda: "compliance" in snapshot(get_settings())["queue_figures"], 10, "review counted"
+    )
+    # The reviews count for the documents' category on the compliance queue.
+    from proj import figures
+    from proj.guard import callstats
+
+    client = redis_lib.Redis.from_url(os.environ["REDIS_URL"])
+    routes = figures.by_route(callstats.read(client))
+    client.close()
+    assert routes[("compliance", "document")].runs == {"succeeded": 2.0}
     for doc in ("clean", "b-clean"):
         assert "compliance" not in (reviewed(doc) or {"compliance": "missing row"})
     assert sim.count("chat") == 4 * 3 + 2  # three aspects a document, one review each risky one
