@@ -17,7 +17,8 @@ from proj.settings import get_settings
 
 logger = logging.getLogger("proj.queues")
 
-#: How often each worker looks at the clock (a window opens or closes within this).
+#: The longest a worker goes without looking at the clock; it also looks when a window of one
+#: of its queues opens or closes, so a pause or a resume is on time.
 CHECK_S = 15.0
 
 
@@ -48,9 +49,18 @@ class ActiveHours(bootsteps.StartStopStep):
         c.controller.proj_paused = self.paused  # what the presence hash shows
         if not self.queues:
             return
-        self.check(c)
         if self.timer_entry is None:
-            self.timer_entry = c.timer.call_repeatedly(CHECK_S, self.check, (c,))
+            self._tick(c)
+
+    def _tick(self, c: Any) -> None:
+        now = datetime.now(UTC)
+        try:
+            self.check(c, now)
+        except Exception:  # the broker away: look again at the next tick
+            logger.exception("active hours: could not pause or resume a queue")
+        changes = [q.hours.next_change(now) for q in self.queues or [] if q.hours is not None]
+        delay = min([CHECK_S, *((at - now).total_seconds() + 0.05 for at in changes)])
+        self.timer_entry = c.timer.call_after(max(0.05, delay), self._tick, (c,))
 
     def check(self, c: Any, now: datetime | None = None) -> None:
         now = now or datetime.now(UTC)

@@ -241,3 +241,28 @@ def test_off_peak_queue_waits_outside_its_hours_and_status_says_until_when(
     assert row is not None and row["queues"] == "bulk"
     assert row["paused"] == f"nightly@{opens:%Y-%m-%dT%H:%M}+00:00"
     assert snapshot(get_settings())["queues"]["nightly"] == 1
+
+
+@pytest.mark.slow
+def test_off_peak_queue_is_consumed_once_its_hours_begin(
+    workers: WorkerPool, monkeypatch: pytest.MonkeyPatch, declared: dict[str, str]
+) -> None:
+    """The window opens at the next minute (up to a minute's wait): the worker adds the queue's
+    consumer again then, and the message that waited runs."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    opens = (now + timedelta(seconds=70)).replace(second=0, microsecond=0)  # 10-70 s away
+    hours = f"{opens:%H:%M}-{opens + timedelta(hours=1):%H:%M}"
+    queues = {**QUEUES, "nightly": {"class": "low", "active_hours": hours}}
+    env = {**declared, "PROJ_QUEUES": json.dumps(queues)}
+    monkeypatch.setenv("PROJ_QUEUES", env["PROJ_QUEUES"])
+    reset_settings()
+    workers.start("off", ("bulk", "nightly"), concurrency=1, env=env)
+    waiting = demo.work.apply_async((0.0,), queue="nightly")
+    time.sleep(1.0)
+    assert waiting.state == "PENDING"
+    left = (opens - datetime.now(UTC)).total_seconds()
+    ran = waiting.get(timeout=left + 20)
+    assert ran["queue"] == "nightly"
+    assert opens.timestamp() <= ran["started_at"] < opens.timestamp() + 5  # on time
