@@ -4,9 +4,7 @@ Values that an operator tunes come from :mod:`proj.settings`; this module only t
 into Celery's names. Loaded by ``app.config_from_object("proj.config.celeryconfig")``.
 """
 
-from kombu import Exchange as _Exchange
-from kombu import Queue as _Queue
-
+from proj import broker as _broker
 from proj import keys as _keys
 from proj import transport as _transport
 from proj.settings import get_settings as _get_settings
@@ -39,6 +37,15 @@ broker_transport_options = {
     "unacked_restore_throttle": 1,
     "health_check_interval": 25,
 }
+# On RabbitMQ (CELERY_BROKER_URL=amqp://...; Redis stays for results and state): publisher
+# confirms, so .delay() returns once the broker has the message, and durable quorum queues
+# (replicated, and a consumer that dies has its unacknowledged messages redelivered). Celery
+# turns off global QoS for quorum queues (worker_detect_quorum_queues) and sends countdowns
+# through RabbitMQ's delayed delivery. RabbitMQ 3.10's quorum queues have no priorities:
+# priority still routes (rule 4 of proj/routing.py) but does not reorder inside a queue.
+if _broker.is_amqp(_s.broker.broker_url):
+    broker_transport_options = {"confirm_publish": True}
+    task_default_queue_type = "quorum"
 # The result backend reads the same option name; keep it identical.
 result_backend_transport_options = {
     "visibility_timeout": _s.broker.visibility_timeout_s,
@@ -98,10 +105,9 @@ task_default_exchange = "proj"
 task_default_routing_key = _s.queues.bulk_queue
 # Untagged messages would count as 0, the top bucket; give them a middle priority instead.
 task_default_priority = _s.queues.default_priority
-_exchange = _Exchange("proj", type="direct")
 # Every declared queue (config/queues.toml, PROJ_QUEUES_FILE, PROJ_QUEUES); urgent and bulk
 # always. Publishing to another, or starting a worker on one, fails with one line naming these.
-task_queues = tuple(_Queue(name, _exchange, routing_key=name) for name in _s.queue_config.names)
+task_queues = tuple(_broker.queue_for(name, _s.broker.broker_url) for name in _s.queue_config.names)
 # The triage router picks the queue of every message (proj/routing.py).
 task_routes = ("proj.tasks.router.route_task",)
 # A typo in a queue name is an error, not a new queue.

@@ -23,7 +23,7 @@ from celery.app.amqp import AMQP as CeleryAMQP
 from celery.app.amqp import Queues
 from celery.exceptions import QueueNotFound
 
-from proj import keys
+from proj import broker
 from proj.errors import QueueFull
 from proj.guard import connections
 from proj.queues import QueueConfig
@@ -94,14 +94,13 @@ class Depths:
                 logger.debug("queue depths not read: %s", exc)
 
     def _refresh(self) -> None:
-        names = list(self.capped)
-        pipe = connections.sync_client().pipeline(transaction=False)
-        for name in names:
-            for lst in keys.queue_lists(name):
-                pipe.llen(lst)
-        lengths = [int(n) for n in pipe.execute()]
-        per = len(keys.PRIORITY_STEPS)
-        self._depths = {n: sum(lengths[i * per : (i + 1) * per]) for i, n in enumerate(names)}
+        b = get_settings().broker
+        if broker.is_amqp(b.broker_url):
+            self._depths = broker.depths(b.broker_url, self.capped)
+        else:
+            same = b.broker_url == b.redis_url
+            client = connections.sync_client() if same else None
+            self._depths = broker.depths(b.broker_url, self.capped, client)
         self._read_at = time.monotonic()
 
 
@@ -117,8 +116,9 @@ class DeclaredQueues(Queues):
     (settings read later, as a program that sets the environment after ``import proj``)."""
 
     def __missing__(self, name: str) -> Any:
-        if name in get_settings().queue_config.queues:
-            return self.add(name)  # the default exchange, routed by its name: as task_queues
+        settings = get_settings()
+        if name in settings.queue_config.queues:
+            return self.add(broker.queue_for(name, settings.broker.broker_url))
         raise KeyError(name)
 
 

@@ -68,7 +68,15 @@ def main() -> None:
 
 
 @main.command()
-def up() -> None:
+@click.option(
+    "--broker",
+    type=click.Choice(["redis", "rabbitmq"]),
+    default="redis",
+    show_default=True,
+    help="rabbitmq: a local rabbitmq-server node (when installed) is the broker; Redis stays "
+    "for results and state.",
+)
+def up(broker: str) -> None:
     """Start Redis (unless REDIS_URL is set), urgent and bulk workers and Flower.
 
     Ctrl-C or SIGTERM stops every process it started.
@@ -76,13 +84,15 @@ def up() -> None:
     from proj.stack.up import Stack
 
     settings = _settings()
-    stack = Stack(settings)
+    stack = Stack(settings, broker=broker)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     try:
         with console.status("starting ..."):
             info = stack.start()
         console.print(f"[bold]redis[/]   {_hide_password(info.redis_url)}")
+        if info.broker_url:
+            console.print(f"[bold]broker[/]  {_hide_password(info.broker_url)}")
         for name in info.workers:
             console.print(f"[bold]worker[/]  {name}")
         console.print(
@@ -98,6 +108,8 @@ def up() -> None:
             )
         console.print(f"[bold]logs[/]    {info.log_dir}")
         console.print("REDIS_URL for clients: " + info.redis_url)
+        if info.broker_url:
+            console.print("CELERY_BROKER_URL for clients: " + info.broker_url)
         console.print("press Ctrl-C to stop", style="dim")
         sys.stdout.flush()
         while True:

@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from proj import keys
+from proj import broker, keys
 from proj.parking import Parking
 from proj.resilience.ratelimit import current_wait_ms
 from proj.settings import Settings
@@ -77,18 +77,15 @@ def workers(client: redis.Redis) -> list[WorkerRow]:
 
 
 def queues(client: redis.Redis, settings: Settings) -> dict[str, int]:
-    """Messages waiting: every declared queue (every priority list of each), the
-    quarantine, the dead letters. One round trip."""
-    names = settings.queue_config.names
+    """Messages waiting: every declared queue (on the broker: :mod:`proj.broker`), the
+    quarantine, the dead letters."""
+    b = settings.broker
+    same = b.broker_url == b.redis_url
+    out = broker.depths(b.broker_url, settings.queue_config.names, client if same else None)
     pipe = client.pipeline(transaction=False)
-    for name in names:
-        for lst in keys.queue_lists(name):
-            pipe.llen(lst)
     pipe.hlen(keys.QUARANTINE)
     pipe.hlen(keys.DLQ)
-    *lengths, quarantined, dead = (int(n) for n in pipe.execute())
-    per = len(keys.PRIORITY_STEPS)
-    out = {name: sum(lengths[i * per : (i + 1) * per]) for i, name in enumerate(names)}
+    quarantined, dead = (int(n) for n in pipe.execute())
     return {**out, "quarantine": quarantined, "dead_letters": dead}
 
 

@@ -58,12 +58,15 @@ class WorkerPool:
         ).start()
         self.procs.append(proc)
         if wait:
-            broker = proc_env["REDIS_URL"]
+            broker = proc_env.get("CELERY_BROKER_URL") or proc_env["REDIS_URL"]
 
             def ready() -> bool:
                 if not proc.alive():
                     raise AssertionError(f"worker {name} exited:\n{proc.log_tail()}")
-                return spec.nodename in ping_workers(broker, [spec.nodename], timeout_s=0.5)
+                try:
+                    return spec.nodename in ping_workers(broker, [spec.nodename], timeout_s=0.5)
+                except OSError:  # a broker just restarted drops the first connections
+                    return False
 
             wait_until(ready, 60, f"worker {spec.nodename}", interval_s=0.2)
         return proc
@@ -73,13 +76,17 @@ class WorkerPool:
         start-ups overlap)."""
         nodes = {self.nodename(n) for n in names}
         procs = [p for p in self.procs if p.name in names]
-        broker = procs[0].env["REDIS_URL"] if procs else os.environ["REDIS_URL"]
+        env = procs[0].env if procs else os.environ
+        broker = env.get("CELERY_BROKER_URL") or env["REDIS_URL"]
 
         def ready() -> bool:
             for proc in procs:
                 if not proc.alive():
                     raise AssertionError(f"worker {proc.name} exited:\n{proc.log_tail()}")
-            return nodes <= set(ping_workers(broker, sorted(nodes), timeout_s=0.5))
+            try:
+                return nodes <= set(ping_workers(broker, sorted(nodes), timeout_s=0.5))
+            except OSError:  # a broker just restarted drops the first connections
+                return False
 
         wait_until(ready, timeout_s, f"workers {sorted(nodes)}", interval_s=0.2)
 

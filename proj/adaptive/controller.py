@@ -19,14 +19,12 @@ from typing import Any
 import redis
 from celery.worker import state as worker_state
 
-from proj import keys
+from proj import broker, keys
 from proj.adaptive.poolsize import PoolResizer
 from proj.resilience.concurrency import ConcurrencyPolicy, ControllerState, decide
 from proj.resilience.outcomes import window_counts
 
 logger = logging.getLogger("proj.concurrency")
-
-_PRIORITY_SEP = "\x06\x16"
 
 
 class Controller:
@@ -58,12 +56,11 @@ class Controller:
         return [q.name for q in getattr(task_consumer, "queues", [])]
 
     def _waiting(self, queues: list[str]) -> int:
-        pipe = self.client.pipeline(transaction=False)
-        for q in queues:
-            pipe.llen(q)
-            for p in range(1, 10):
-                pipe.llen(f"{q}{_PRIORITY_SEP}{p}")
-        return int(sum(pipe.execute()))
+        """Messages waiting in this worker's queues (on either broker: :mod:`proj.broker`)."""
+        url = self.worker.app.conf.broker_url
+        if broker.is_amqp(url):
+            return sum(broker.depths(url, queues).values())
+        return sum(broker.redis_depths(self.client, queues).values())
 
     def tick(self) -> None:
         try:

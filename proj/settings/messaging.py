@@ -64,11 +64,16 @@ class BrokerSettings(BaseSettings):
                 f"running when its message becomes visible again runs twice), got "
                 f"{self.task_time_limit_s} >= {self.visibility_timeout_s}"
             )
+        redis_schemes = ("redis://", "rediss://", "unix://")
         for name in ("redis_url", "broker_url_override", "result_backend_override"):
             url = getattr(self, name)
-            if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            # The broker may be RabbitMQ; results and state stay in Redis.
+            schemes = (*redis_schemes, "amqp://", "amqps://")
+            allowed = schemes if name == "broker_url_override" else redis_schemes
+            if url is not None and not url.startswith(allowed):
                 env = env_name(BrokerSettings, name)
-                raise ValueError(f"{env} must be a redis://, rediss:// or unix:// URL, got {url!r}")
+                kinds = ", ".join(s.removesuffix("//") for s in allowed)
+                raise ValueError(f"{env} must be a URL of {kinds}, got {url!r}")
         return self
 
     @property

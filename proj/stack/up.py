@@ -23,6 +23,7 @@ from proj.settings import Settings
 from proj.sim.admin import SimAdmin, sim_argv
 from proj.sim.config import ADMIN_KEY_ENV
 from proj.stack.procs import ManagedProcess, free_port, wait_for
+from proj.stack.rabbitmq import RabbitServer
 from proj.stack.redis_server import RedisServer, find_redis_server
 
 
@@ -128,6 +129,7 @@ class StackInfo:
     sim_url: str | None = None
     sim_admin_key: str | None = None
     metrics_url: str | None = None
+    broker_url: str | None = None  # when the broker is not the Redis above (RabbitMQ)
 
 
 class Stack:
@@ -143,8 +145,13 @@ class Stack:
         sim: bool | None = None,
         state_dir: Path | None = None,
         env: dict[str, str] | None = None,
+        broker: str = "redis",
     ) -> None:
+        if broker not in ("redis", "rabbitmq"):
+            raise StackError(f"broker must be redis or rabbitmq, got {broker!r}")
         self.settings = settings
+        self.broker = broker
+        self.rabbit: RabbitServer | None = None
         self.workers = default_workers(settings) if workers is None else workers
         self.with_flower = flower
         self.with_metrics = metrics
@@ -178,6 +185,10 @@ class Stack:
             ).start()
             redis_url = self.redis.url
             env["REDIS_URL"] = redis_url
+        broker_url = None
+        if self.broker == "rabbitmq":  # the broker; Redis stays for results and state
+            self.rabbit = RabbitServer(self.state_dir / "rabbitmq").start()
+            broker_url = env["CELERY_BROKER_URL"] = self.rabbit.url
         env.setdefault("PYTHONUNBUFFERED", "1")
         env["PROJ_STATE_DIR"] = str(self.state_dir)
         sim_url = admin_key = None
@@ -213,7 +224,7 @@ class Stack:
 
         for spec in self.workers:
             self._spawn(spec.name, worker_argv(spec), env)
-        broker = self.settings.broker.broker_url_override or redis_url
+        broker = broker_url or self.settings.broker.broker_url_override or redis_url
         names = [w.nodename for w in self.workers]
         if names:
             wait_for(
@@ -249,6 +260,7 @@ class Stack:
             sim_url=sim_url,
             sim_admin_key=admin_key,
             metrics_url=metrics_url,
+            broker_url=broker_url,
         )
         return self.info
 
@@ -281,6 +293,9 @@ class Stack:
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
+        if self.rabbit is not None:
+            self.rabbit.stop()
+            self.rabbit = None
 
     def pids(self) -> list[int]:
         pids = [p.pid for p in self.procs if p.proc is not None]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -59,3 +61,66 @@ def test_up_on_embedded_redis_then_sigterm_leaves_no_process(tmp_path: Path) -> 
     assert not left, f"processes left behind: {left}"
     # Flower kept what it saw (--persistent), in the state directory.
     assert list((tmp_path / "state").glob("flower.db*")), list((tmp_path / "state").iterdir())
+
+
+@pytest.mark.slow
+def test_up_with_rabbitmq_as_broker_runs_work_and_leaves_nothing(tmp_path: Path) -> None:
+    from proj.stack.rabbitmq import find_rabbitmq_server
+
+    if find_rabbitmq_server() is None:
+        pytest.skip("rabbitmq-server is not installed (Debian: apt-get install rabbitmq-server)")
+    env = clean_env(
+        PROJ_STATE_DIR=str(tmp_path / "state"),
+        PROJ_URGENT_CONCURRENCY="1",
+        PROJ_BULK_CONCURRENCY="1",
+        FLOWER_BASIC_AUTH="ops:correct-horse",
+    )
+    proc = subprocess.Popen(
+        [proj_exe(), "up", "--broker", "rabbitmq"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        out = read_until(proc, "press Ctrl-C", timeout_s=120)
+        broker = re.search(r"CELERY_BROKER_URL for clients: (amqp://\S+)", out)
+        redis_url = re.search(r"REDIS_URL for clients: (\S+)", out)
+        assert broker and redis_url, out
+        client_env = clean_env(CELERY_BROKER_URL=broker.group(1), REDIS_URL=redis_url.group(1))
+        ran = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from proj.tasks.demo import urgent_work, work\n"
+                "print(work.delay(0).get(timeout=60)['queue'], "
+                "urgent_work.delay(0).get(timeout=60)['queue'])\n",
+            ],
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert ran.stdout.split() == ["bulk", "urgent"], ran.stdout + ran.stderr
+        status = subprocess.run(
+            [proj_exe(), "status", "--json"],
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert status.returncode == 0, status.stderr
+        snap = json.loads(status.stdout)
+        assert snap["queues"]["bulk"] == 0 and snap["queues"]["urgent"] == 0  # read on RabbitMQ
+        procs = descendants(proc.pid)
+    finally:
+        stop_up(proc)
+    assert proc.returncode == 0
+    time.sleep(1.0)
+    left = [p for p in procs if alive(p)]
+    assert not left, f"processes left behind: {left}"
+    # Nothing of its node is left either (it ran under its own name and port mapper).
+    beams = subprocess.run(["pgrep", "-f", str(tmp_path / "state")], capture_output=True, text=True)
+    assert beams.stdout.strip() == "", beams.stdout
