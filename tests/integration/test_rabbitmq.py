@@ -175,3 +175,18 @@ def test_poison_messages_are_quarantined_on_rabbitmq(
     )
     assert _results(ids)[0]["queue"] == "bulk"
     assert proc.alive() and "Traceback" not in Path(proc.log_path).read_text()
+
+
+def test_a_countdown_runs_when_due(workers: WorkerPool, amqp_env: dict[str, str]) -> None:
+    """Retries with backoff are countdowns: on quorum queues Celery delays them in RabbitMQ."""
+    workers.start("c", ("bulk",), concurrency=1, env=amqp_env)
+    sent_and_id = _client(
+        "import json, time\n"
+        "from proj.tasks.demo import work\n"
+        "t = time.time()\n"
+        "print(json.dumps([t, work.apply_async((0,), countdown=3).id]))\n",
+        amqp_env,
+    )
+    sent, task_id = sent_and_id
+    started = _results([task_id], timeout_s=60)[0]["started_at"]
+    assert started - sent >= 2.9
