@@ -112,7 +112,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         pytest.skip(f"no multi-host test: {why}")
     tmp = tmp_path_factory.mktemp("multihost")
     with netns.Network(3) as net:
-        yield Cluster(net, tmp, tmp / "results.sqlite3").start()
+        c = Cluster(net, tmp, tmp / "results.sqlite3").start()
+        yield c
+        c.admin.close()
 
 
 def _busiest_second(admin: SimAdmin, route: str) -> int:
