@@ -1,4 +1,9 @@
-"""Every Redis key proj writes, in one place. All start with ``proj:``."""
+"""Every Redis key proj writes, in one place. All start with ``proj:``.
+
+Keys that one Lua script or transaction touches together share a Redis Cluster hash tag (the
+part in braces decides the slot): a breaker's three keys carry ``{<breaker>}``, a batch's keys
+``{<batch id>}``. So a breaker, a global rate limit (one key) and a batch's store work on
+Redis Cluster as on one Redis (``tests/integration/test_redis_cluster.py``)."""
 
 from __future__ import annotations
 
@@ -7,17 +12,17 @@ PREFIX = "proj"
 
 def breaker(name: str) -> str:
     """Hash: state, opened_at_ms, probes_total (no TTL while open; a day otherwise)."""
-    return f"{PREFIX}:cb:{name}"
+    return f"{PREFIX}:cb:{{{name}}}"
 
 
 def breaker_window(name: str) -> str:
     """Hash of per-bucket outcome counts, ``o:<bucket>`` and ``f:<bucket>`` (TTL: the window)."""
-    return f"{PREFIX}:cb:{name}:win"
+    return f"{PREFIX}:cb:{{{name}}}:win"
 
 
 def breaker_probes(name: str) -> str:
     """Sorted set of half-open probe ids scored by lease expiry (ms)."""
-    return f"{PREFIX}:cb:{name}:probes"
+    return f"{PREFIX}:cb:{{{name}}}:probes"
 
 
 BREAKER_PATTERN = f"{PREFIX}:cb:*"
@@ -83,7 +88,7 @@ def batch(batch_id: str, part: str | None = None) -> str:
     """A batch's hash (``part`` None) or one of its parts: items, keys, state, results, errors,
     attempts, leases, delayed, runners (zset: runner id -> lease expiry ms). All expire
     PROJ_BATCH_TTL_S after the batch's last update."""
-    return f"{PREFIX}:batch:{batch_id}" + (f":{part}" if part else "")
+    return f"{PREFIX}:batch:{{{batch_id}}}" + (f":{part}" if part else "")
 
 
 BATCH_PARTS = (

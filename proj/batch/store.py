@@ -145,10 +145,10 @@ class BatchStore:
             pipe.hset(self.k(batch_id, "keys"), mapping={i: item_keys[i] for i in chunk})
             if order is not None:
                 pipe.hset(self.k(batch_id, "order"), mapping={i: order[i] for i in chunk})
-        pipe.zadd(keys.BATCHES, {batch_id: now})
         for part in (None, "items", "keys", "order"):
             pipe.expire(self.k(batch_id, part), self.ttl_s)
-        await pipe.execute()
+        await pipe.execute()  # one hash slot ({batch id}): a transaction on Redis Cluster too
+        await self.r.zadd(keys.BATCHES, {batch_id: now})  # the listing, in another slot
         return True
 
     def _keys(self, batch_id: str, *parts: str | None) -> list[str]:

@@ -61,11 +61,11 @@ class BreakerStorage(pybreaker.CircuitBreakerStorage):
         self._last: dict[str, str | None] = {}  # fields as last read, for when Redis is down
         self._warned_at = -1e9
         try:
-            pipe = self.client.pipeline(transaction=True)
+            pipe = self.client.pipeline(transaction=True)  # one key: one slot on a cluster
             pipe.hsetnx(self._key, "state", state)
             pipe.pexpire(self._key, TTL_MS)
-            pipe.hset(keys.BREAKER_REGISTRY, name, '{"rule": "pybreaker"}')
             pipe.execute()
+            self.client.hset(keys.BREAKER_REGISTRY, name, '{"rule": "pybreaker"}')
         except (redis.RedisError, OSError) as exc:
             self._warn("could not initialise", exc)
 

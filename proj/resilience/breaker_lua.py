@@ -242,6 +242,9 @@ def state_from(raw: dict[Any, Any], win: dict[Any, Any]) -> BreakerState:
 
 
 def name_of(key: object) -> str | None:
-    """The breaker name in a state key, None for its window and probes keys."""
-    name = text(key)[len(keys.breaker("")) :]
-    return None if name.endswith((":win", ":probes")) else name
+    """The breaker name in a state key (``proj:cb:{name}``), None for any other key."""
+    k = text(key)
+    head = keys.breaker("")[:-2]  # "proj:cb:"
+    if not (k.startswith(head + "{") and k.endswith("}")):
+        return None
+    return k[len(head) + 1 : -1] or None

@@ -43,6 +43,12 @@ from proj.resilience.breaker_lua import (
 from proj.resilience.lua import Arg, LuaScript, SyncClient, text
 
 
+def _ms(t: Any) -> int:
+    """Redis TIME (seconds, microseconds) in ms."""
+    sec, usec = t
+    return int(sec) * 1000 + int(usec) // 1000
+
+
 class BreakerStore(Protocol):
     """Where a breaker's state lives (synchronous API)."""
 
@@ -219,9 +225,9 @@ class RedisBreakerStore(_ScriptSteps, SyncClient):
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(k[0])
         pipe.hgetall(k[1])
-        pipe.time()
-        raw, win, (sec, usec) = pipe.execute()
-        now = sec * 1000 + usec // 1000 if now_ms is None else now_ms
+        raw, win = pipe.execute()
+        # TIME on its own: a Redis Cluster pipeline takes only commands with keys.
+        now = _ms(self.client.time()) if now_ms is None else now_ms
         return rules.snapshot(name, policy, state_from(raw, win), now)
 
     def names(self) -> list[str]:
@@ -247,9 +253,8 @@ class AsyncRedisBreakerStore(_ScriptSteps):
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(k[0])
             pipe.hgetall(k[1])
-            pipe.time()
-            raw, win, (sec, usec) = await pipe.execute()
-        now = sec * 1000 + usec // 1000 if now_ms is None else now_ms
+            raw, win = await pipe.execute()
+        now = _ms(await self.client.time()) if now_ms is None else now_ms
         return rules.snapshot(name, policy, state_from(raw, win), now)
 
     async def names(self) -> list[str]:

@@ -51,4 +51,5 @@ class SyncClient:
     @property
     def client(self) -> redis.Redis:
         c = self._client
-        return c if isinstance(c, redis.Redis) else c()
+        # A client (redis.Redis, or a RedisCluster) has commands; a factory does not.
+        return c if hasattr(c, "execute_command") else c()  # type: ignore[return-value]

@@ -184,12 +184,20 @@ class RedisLimiterStore(SyncClient):
         return float(text(PUSH_SCRIPT.run(self.client, [keys.rate_limit(name)], args)))
 
     def wait_ms(self, name: str, limit: RateLimit | None, now_ms: float | None = None) -> float:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(keys.rate_limit(name))
-        pipe.time()
-        raw, (sec, usec) = pipe.execute()
-        now = sec * 1000 + usec / 1000 if now_ms is None else now_ms
-        return rules.current_wait_ms(float(text(raw)) if raw else 0.0, now, limit)
+        return _wait(WAIT_SCRIPT.run(self.client, [keys.rate_limit(name)], []), limit, now_ms)
+
+
+#: The limit's state and the server's clock in one call (a script: a Redis Cluster pipeline
+#: takes only commands with keys, and TIME has none).
+WAIT_SCRIPT = LuaScript(
+    "local t = redis.call('TIME') return {redis.call('GET', KEYS[1]) or '', t[1], t[2]}"
+)
+
+
+def _wait(raw: Any, limit: RateLimit | None, now_ms: float | None) -> float:
+    tat, sec, usec = (text(v) for v in raw)
+    now = int(sec) * 1000 + int(usec) / 1000 if now_ms is None else now_ms
+    return rules.current_wait_ms(float(tat) if tat else 0.0, now, limit)
 
 
 class AsyncRedisLimiterStore:
@@ -213,9 +221,5 @@ class AsyncRedisLimiterStore:
     async def wait_ms(
         self, name: str, limit: RateLimit | None, now_ms: float | None = None
     ) -> float:
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.get(keys.rate_limit(name))
-            pipe.time()
-            raw, (sec, usec) = await pipe.execute()
-        now = sec * 1000 + usec / 1000 if now_ms is None else now_ms
-        return rules.current_wait_ms(float(text(raw)) if raw else 0.0, now, limit)
+        raw = await WAIT_SCRIPT.arun(self.client, [keys.rate_limit(name)], [])
+        return _wait(raw, limit, now_ms)
