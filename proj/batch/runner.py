@@ -25,6 +25,7 @@ from proj.batch.finalize import finalize
 from proj.batch.items import ItemWork
 from proj.batch.lease import RunnerLeases, heartbeat_s, new_runner_id
 from proj.batch.pipelines import ItemPipeline, get_pipeline
+from proj.batch.progress_events import PROGRESS_EVERY_S, progress_sender
 from proj.batch.store import BatchStore, Progress
 from proj.guard import callstats
 from proj.provider import runtime
@@ -44,10 +45,6 @@ REDISPATCH_RETRY = {
     "interval_step": 0.5,
     "interval_max": 3.0,
 }
-
-#: How often a runner reports its batch's progress as a ``task-progress`` event.
-PROGRESS_EVERY_S = 1.0
-PROGRESS_EVENT = "task-progress"
 
 #: A runner that failed (Redis restarting, a bug) is sent again after 2 s, 4 s, ... up to 60 s.
 RESTART_BACKOFF = Backoff(base_s=2.0, max_s=60.0)
@@ -228,7 +225,7 @@ def run_batch(
             logger.warning("batch %s does not exist (expired?)", batch_id)
             return {"batch_id": batch_id, "missing": True}
         pipeline = get_pipeline(pipeline_name)
-        report = _progress_sender(self, runner_id)
+        report = progress_sender(self, runner_id)
         out = runtime.run(
             lambda p: Runner(p, batch_id, pipeline, settings, runner_id, report).run(
                 budget, replaces=replaces, forced=forced
@@ -247,42 +244,6 @@ def run_batch(
     if out["more"]:
         _next_runner(self, batch_id, runner_id)
     return out
-
-
-def progress_fields(progress: Progress, runner_id: str) -> dict[str, Any]:
-    """The fields of a runner's ``task-progress`` event. Flower's state machine makes the
-    runner task's state PROGRESS and shows ``result`` (the counts in words) on its page until
-    the task ends; event receivers get the counts as numbers."""
-    pending = max(0, progress.total - progress.done - progress.failed)
-    return {
-        "batch_id": progress.batch_id,
-        "pipeline": progress.pipeline,
-        "runner": runner_id,
-        "total": progress.total,
-        "done": progress.done,
-        "failed": progress.failed,
-        "pending": pending,
-        "in_flight": progress.in_flight,
-        "status": progress.status,
-        "result": (
-            f"batch {progress.batch_id}: {progress.done} done, {progress.failed} failed, "
-            f"{pending} pending of {progress.total}"
-        ),
-    }
-
-
-def _progress_sender(task: Any, runner_id: str) -> Callable[[Progress], None] | None:
-    """Send progress as the runner task's own events, when the worker sends task events."""
-    if not task.app.conf.worker_send_task_events or task.request.called_directly:
-        return None
-    # Captured here: the request is thread-local, and reports are sent from another thread.
-    task_id, hostname = task.request.id, task.request.hostname
-
-    def send(progress: Progress) -> None:
-        with task.app.events.default_dispatcher(hostname=hostname) as dispatcher:
-            dispatcher.send(PROGRESS_EVENT, uuid=task_id, **progress_fields(progress, runner_id))
-
-    return send
 
 
 def _next_runner(

@@ -18,13 +18,14 @@ from proj.guard import callstats, connections, outcomes, registry
 from proj.guard.breaker import STORE_ERRORS, Breaker, ignore_exceptions
 from proj.guard.limiter import Limiter
 from proj.parking import Parking
-from proj.provider.errors import MalformedResponse, RateLimited, RetryableError
+from proj.provider.errors import MalformedResponse, RetryableError
 from proj.resilience import parking
-from proj.resilience.breaker import BreakerOpen, Outcome, jitter_wait
+from proj.resilience.breaker import BreakerOpen, jitter_wait
 from proj.resilience.deferral import Deferral
-from proj.resilience.ratelimit import RateLimitWait, parse_rate, parse_retry_after
+from proj.resilience.ratelimit import RateLimitWait, parse_rate
 from proj.settings import get_settings
 from proj.signals import SENT_AT_HEADER
+from proj.tasks.deferrals import breaker_outcome, deferral_of
 
 logger = logging.getLogger("proj.tasks")
 
@@ -126,7 +127,7 @@ class ProjTask(Task):
             signal, ended = (None, "deferred") if deferred else (False, "retried")
             raise
         except BaseException as exc:
-            later = _deferral(exc)
+            later = deferral_of(exc)
             if later is None:
                 raise
             ended = "deferred"
@@ -183,7 +184,7 @@ class ProjTask(Task):
                 lim.acquire(max_wait_s=TASK_MAX_RATE_WAIT_S)
             result = super().__call__(*args, **kwargs)
         except BaseException as exc:
-            cb.record(permit, _breaker_outcome(cb, exc))
+            cb.record(permit, breaker_outcome(cb, exc))
             raise
         cb.record(permit, "success")
         return result
@@ -271,39 +272,6 @@ class ProjTask(Task):
 
 class TaskRateLimited(ProjError):
     """A task that met 429s PROJ_TASK_MAX_RATE_LIMITED times in a row."""
-
-
-def _breaker_outcome(cb: Breaker, exc: BaseException) -> Outcome:
-    """What a task's exception means for its breaker. A retry counts as the failure that
-    caused it; a deferral, neither."""
-    if isinstance(exc, Retry):
-        cause = exc.exc
-        return "ignored" if cause is None or isinstance(cause, Deferral) else cb.classify(cause)
-    if _deferral(exc) is not None:
-        return "ignored"
-    return cb.classify(exc)
-
-
-def _deferral(exc: BaseException) -> tuple[float | None, float, bool] | None:
-    """(wait, spread, overload) when ``exc`` (or what caused it) says "come back later": an
-    open breaker or a rate-limit wait, or a 429 (``overload``; ``wait`` its Retry-After, None
-    when it gave none)."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, Deferral):
-            return e.wait_s, e.spread, False
-        if isinstance(e, RateLimited):
-            # Spread the comebacks over the next wait too, or they all return at once.
-            return e.retry_after_s, 1.0, True
-        response = getattr(e, "response", None)
-        if getattr(response, "status_code", None) == 429:
-            headers = getattr(response, "headers", None) or {}
-            return parse_retry_after(headers.get("Retry-After")), 1.0, True
-        # What the code chose to raise instead (``raise X from None``) is not a 429.
-        e = e.__cause__ if e.__cause__ is not None or e.__suppress_context__ else e.__context__
-    return None
 
 
 def _set_below(cls: type, name: str) -> bool:

@@ -11,7 +11,7 @@ import redis as redis_lib
 
 from proj import batch, keys
 from proj.batch.dlq import DeadLetters
-from proj.batch.runner import PROGRESS_EVENT
+from proj.batch.progress_events import PROGRESS_EVENT
 from proj.sim.admin import SimAdmin
 from proj.sim.config import key_fraction
 from tests.support import EventCollector, WorkerPool, wait_until

@@ -14,7 +14,7 @@ from proj.guard.request_rules import refusal
 from proj.provider.errors import RateLimited
 from proj.resilience.breaker import BreakerOpen
 from proj.resilience.ratelimit import RateLimitWait
-from proj.tasks.base import _deferral
+from proj.tasks.deferrals import deferral_of as _deferral
 
 DEP = Dependency(
     name="pay", base_url="https://api.pay.test/v2/", api_key=SecretStr("k"), timeout_s=5
