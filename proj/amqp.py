@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+import redis
 from celery.app import routes
 from celery.app.amqp import AMQP as CeleryAMQP
 from celery.app.amqp import Queues
@@ -25,7 +26,6 @@ from celery.exceptions import QueueNotFound
 
 from proj import broker
 from proj.errors import QueueFull
-from proj.guard import connections
 from proj.queues import QueueConfig
 from proj.settings import get_settings
 
@@ -44,8 +44,13 @@ class QueueNotDeclared(QueueNotFound):
 class Depths:
     """The depth of every capped queue, read by one background thread per process."""
 
-    def __init__(self, config: QueueConfig) -> None:
+    def __init__(self, config: QueueConfig, broker_url: str) -> None:
+        # Everything the thread needs is given here: it never reads the settings itself (a
+        # read racing a reset_settings() could cache settings from before the reset).
         self.config = config
+        self.broker_url = broker_url
+        self.closed = False
+        self._client: Any = None
         self.capped = {n: q.max_depth for n, q in config.queues.items() if q.max_depth}
         self._depths: dict[str, int] = {}
         self._read_at = 0.0
@@ -86,7 +91,7 @@ class Depths:
                 self._thread.start()
 
     def _run(self) -> None:
-        while True:
+        while not self.closed:
             time.sleep(REFRESH_S)
             try:
                 self._refresh()
@@ -94,14 +99,16 @@ class Depths:
                 logger.debug("queue depths not read: %s", exc)
 
     def _refresh(self) -> None:
-        b = get_settings().broker
-        if broker.is_amqp(b.broker_url):
-            self._depths = broker.depths(b.broker_url, self.capped)
+        if broker.is_amqp(self.broker_url):
+            self._depths = broker.depths(self.broker_url, self.capped)
         else:
-            same = b.broker_url == b.redis_url
-            client = connections.sync_client() if same else None
-            self._depths = broker.depths(b.broker_url, self.capped, client)
+            if self._client is None or self._pid != os.getpid():
+                self._client = redis.Redis.from_url(self.broker_url, socket_timeout=5)
+            self._depths = broker.depths(self.broker_url, self.capped, self._client)
         self._read_at = time.monotonic()
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def _queue_name(route: Any) -> str | None:
@@ -147,9 +154,12 @@ class DeclaredRouter(routes.Router):
         out = super().route(options, name, *args, **kwargs)
         queue = _queue_name(out)
         if queue is not None:
-            config = self.config
+            settings = get_settings()
+            config = settings.queue_config
             if self._depths is None or self._depths.config is not config:
-                self._depths = Depths(config)
+                if self._depths is not None:
+                    self._depths.close()
+                self._depths = Depths(config, settings.broker.broker_url)
             self._depths.check(queue)
         return out
 

@@ -19,7 +19,6 @@ holds what they share (how a section reads the environment, errors that name the
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import pydantic
@@ -226,12 +225,26 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(format_error(None, err)) from None
 
 
-@functools.cache
+_cached: tuple[int, Settings] | None = None
+_generation = 0
+
+
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
-    return load_settings()
+    global _cached
+    cached = _cached
+    if cached is not None and cached[0] == _generation:
+        return cached[1]
+    generation = _generation
+    settings = load_settings()
+    if generation == _generation:  # not reset while it was read (another thread's reset)
+        _cached = (generation, settings)
+    return settings
 
 
 def reset_settings() -> None:
-    """Forget the cached settings (tests, and the CLI after it changes the environment)."""
-    get_settings.cache_clear()
+    """Forget the cached settings (tests, and the CLI after it changes the environment). A read
+    that was under way in another thread when this ran is not kept."""
+    global _cached, _generation
+    _generation += 1
+    _cached = None
