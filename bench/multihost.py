@@ -25,8 +25,7 @@ from proj import keys
 from proj.sim.admin import SimAdmin
 from proj.sim.config import ADMIN_KEY_ENV
 from proj.stack import netns
-from proj.stack.redis_server import find_redis_server
-from proj.stack.up import ping_workers
+from proj.stack.commands import WorkerSpec, ping_workers
 
 KEY, ADMIN = "sk-bench-multihost", "admin-bench-multihost"
 
@@ -55,35 +54,16 @@ def run(hosts: int, items: int, latency_ms: int, concurrency: int, log_dir: Path
             "PROJ_BATCH_CONCURRENCY": str(concurrency),
             "PYTHONUNBUFFERED": "1",
         }
-        redis_argv = [
-            str(find_redis_server()), "--port", "6379", "--bind", data.address,
-            "--protected-mode", "no", "--save", "", "--appendonly", "no",
-        ]  # fmt: skip
-        data.spawn("redis", redis_argv, env, log_dir)
-        sim = [sys.executable, "-m", "proj.sim", "--host", data.address, "--port", "8900"]
+        data.spawn_redis(env, log_dir)
         sim_env = {**env, "SIM_API_KEY": KEY, ADMIN_KEY_ENV: ADMIN}
-        data.spawn("sim", [*sim, "--require-key-env", "SIM_API_KEY"], sim_env, log_dir)
-        client = redis.Redis.from_url(url, socket_timeout=5)
-
-        def redis_up() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        _wait(redis_up, 30, "redis")
+        data.spawn_sim(sim_env, log_dir, "SIM_API_KEY")
         admin = SimAdmin(f"http://{data.address}:8900", ADMIN)
-        _wait(admin.healthy, 30, "the simulator")
         admin.configure({"routes": {"company": {"latency_ms": latency_ms}}})
-        names = []
-        for host in workers:
-            name = f"bulk@{host.name}"
-            names.append(name)
-            argv = [
-                sys.executable, "-m", "celery", "-A", "proj", "worker", "-Q", "bulk", "-c", "1",
-                "-n", name, "--without-gossip", "--without-mingle",
-            ]  # fmt: skip
-            host.spawn("worker", argv, env, log_dir)
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        specs = [WorkerSpec(f"bulk-{host.name}", ("bulk",), 1) for host in workers]
+        for host, spec in zip(workers, specs, strict=True):
+            host.spawn_worker(spec, env, log_dir)
+        names = [spec.nodename for spec in specs]
         _wait(lambda: set(names) <= ping_workers(url, names, 0.5), 90, "the workers")
         code = (
             "import json\nfrom proj import batch\n"

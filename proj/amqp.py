@@ -18,7 +18,6 @@ import threading
 import time
 from typing import Any
 
-import redis
 from celery.app import routes
 from celery.app.amqp import AMQP as CeleryAMQP
 from celery.app.amqp import Queues
@@ -48,9 +47,8 @@ class Depths:
         # Everything the thread needs is given here: it never reads the settings itself (a
         # read racing a reset_settings() could cache settings from before the reset).
         self.config = config
-        self.broker_url = broker_url
         self.closed = False
-        self._client: Any = None
+        self._read = broker.DepthReader(broker_url)
         self.capped = {n: q.max_depth for n, q in config.queues.items() if q.max_depth}
         self._depths: dict[str, int] = {}
         self._read_at = 0.0
@@ -97,14 +95,10 @@ class Depths:
                 self._refresh()
             except Exception as exc:  # Redis away: publishes find out on their own
                 logger.debug("queue depths not read: %s", exc)
+        self._read.close()
 
     def _refresh(self) -> None:
-        if broker.is_amqp(self.broker_url):
-            self._depths = broker.depths(self.broker_url, self.capped)
-        else:
-            if self._client is None or self._pid != os.getpid():
-                self._client = redis.Redis.from_url(self.broker_url, socket_timeout=5)
-            self._depths = broker.depths(self.broker_url, self.capped, self._client)
+        self._depths = self._read(self.capped)
         self._read_at = time.monotonic()
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ publisher's ``max_depth`` check and the adaptive controller's backlog all read d
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -70,18 +71,51 @@ def amqp_depths(connection: Any, names: Iterable[str]) -> dict[str, int]:
     return out
 
 
+class DepthReader:
+    """Reads depths again and again over one connection of its own (made on first use, again
+    after a fork, and again after an AMQP connection dropped), or through ``redis_client``
+    when given: the adaptive controller every tick, the publisher's ``max_depth`` thread."""
+
+    def __init__(self, broker_url: str, redis_client: redis.Redis | None = None) -> None:
+        self.broker_url = broker_url
+        self.amqp = is_amqp(broker_url)
+        self._given = None if self.amqp else redis_client
+        self._own: Any = None
+        self._pid = os.getpid()
+
+    def __call__(self, names: Iterable[str]) -> dict[str, int]:
+        if self._pid != os.getpid():  # a forked child: the parent's connection is not ours
+            self._own, self._pid = None, os.getpid()
+        if self._given is not None:
+            return redis_depths(self._given, names)
+        if self._own is None:
+            self._own = (
+                kombu.Connection(self.broker_url, connect_timeout=5)
+                if self.amqp
+                else redis.Redis.from_url(self.broker_url, socket_connect_timeout=5)
+            )
+        if not self.amqp:
+            return redis_depths(self._own, names)
+        try:
+            return amqp_depths(self._own, names)
+        except Exception:
+            self.close()  # the next call connects again
+            raise
+
+    def close(self) -> None:
+        own, self._own = self._own, None
+        if own is not None:
+            with contextlib.suppress(Exception):
+                own.close()
+
+
 def depths(
     broker_url: str, names: Iterable[str], redis_client: redis.Redis | None = None
 ) -> dict[str, int]:
-    """Depth of each queue on the broker at ``broker_url``; a Redis broker is read through
-    ``redis_client`` when given (the caller's own client on the same Redis)."""
-    if is_amqp(broker_url):
-        with kombu.Connection(broker_url, connect_timeout=5) as conn:
-            return amqp_depths(conn, names)
-    if redis_client is not None:
-        return redis_depths(redis_client, names)
-    client = redis.Redis.from_url(broker_url, socket_connect_timeout=5)
+    """Depth of each queue on the broker at ``broker_url``, once; a Redis broker is read
+    through ``redis_client`` when given (the caller's own client on the same Redis)."""
+    reader = DepthReader(broker_url, redis_client)
     try:
-        return redis_depths(client, names)
+        return reader(names)
     finally:
-        client.close()
+        reader.close()

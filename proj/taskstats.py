@@ -23,28 +23,23 @@ from proj.triage import CATEGORY_HEADER
 OTHER = "other"
 NONE = "-"
 
-_known: tuple[int, frozenset[str], frozenset[str]] | None = None
-
 
 def _labels(settings: Settings) -> tuple[frozenset[str], frozenset[str]]:
-    """Declared queues and known categories of these settings, worked out once."""
-    global _known
-    if _known is None or _known[0] != id(settings):
-        from proj.pipelines import registry
+    """Declared queues and the categories a rule or a pipeline names."""
+    from proj.pipelines import registry
 
-        categories = {p.triage_as for p in registry.pipelines().values()}
-        for rule in settings.queue_config.rules:
-            named = [rule.category] if isinstance(rule.category, str) else rule.category
-            categories.update(c for c in named if c != "*")
-        _known = (id(settings), frozenset(settings.queue_config.names), frozenset(categories))
-    return _known[1], _known[2]
+    categories = {p.triage_as for p in registry.pipelines().values()}
+    for rule in settings.queue_config.rules:
+        named = [rule.category] if isinstance(rule.category, str) else rule.category
+        categories.update(c for c in named if c != "*")
+    return frozenset(settings.queue_config.names), frozenset(categories)
 
 
 def route_of(request: Any) -> tuple[str, str] | None:
     """(queue, category) of a run that came from a queue; None for a direct call."""
     if request.called_directly or not request.delivery_info:
         return None
-    queues, categories = _labels(get_settings())
+    queues, categories = get_settings().derived("taskstats.labels", _labels)
     queue = str(request.delivery_info.get("routing_key") or "")
     category = request.get(CATEGORY_HEADER) or (request.get("headers") or {}).get(CATEGORY_HEADER)
     return (

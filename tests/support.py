@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from proj.stack.procs import ManagedProcess
 from proj.stack.up import WorkerSpec, ping_workers, worker_argv
+
+
+def run_client(code: str, env: dict[str, str], timeout_s: float = 120) -> Any:
+    """Run ``code`` as a client program in ``env`` (merged over this process's); the last line
+    it prints, read as JSON. A client on another broker or host than this process's app uses
+    this."""
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def wait_until(

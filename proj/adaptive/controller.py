@@ -49,6 +49,7 @@ class Controller:
         self.recalled = False  # the queues' remembered size was looked up
         self.remembered: tuple[int, int] | None = None  # (size, ceiling) last written
         self.remembered_at = 0.0
+        self._depths: broker.DepthReader | None = None
 
     def _queues(self) -> list[str]:
         consumer = getattr(self.worker, "consumer", None)
@@ -57,10 +58,9 @@ class Controller:
 
     def _waiting(self, queues: list[str]) -> int:
         """Messages waiting in this worker's queues (on either broker: :mod:`proj.broker`)."""
-        url = self.worker.app.conf.broker_url
-        if broker.is_amqp(url):
-            return sum(broker.depths(url, queues).values())
-        return sum(broker.redis_depths(self.client, queues).values())
+        if self._depths is None:  # on Redis, through the controller's own client
+            self._depths = broker.DepthReader(self.worker.app.conf.broker_url, self.client)
+        return sum(self._depths(queues).values())
 
     def tick(self) -> None:
         try:

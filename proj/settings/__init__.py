@@ -19,7 +19,8 @@ holds what they share (how a section reads the environment, errors that name the
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pydantic
 from pydantic import BaseModel, PrivateAttr, model_validator
@@ -81,6 +82,8 @@ __all__ = [
     "reset_settings",
 ]
 
+T = TypeVar("T")
+
 #: Section name -> its model, in the order the sections are read.
 SECTIONS: dict[str, type[BaseSettings]] = {
     "broker": BrokerSettings,
@@ -119,6 +122,17 @@ class Settings(Declarations, BaseModel):
 
     _deps: dict[str, Dependency] = PrivateAttr(default_factory=dict)
     _queues: QueueConfig = PrivateAttr(default_factory=lambda: QueueConfig({}))
+    _derived: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def derived(self, key: str, make: Callable[[Settings], T]) -> T:
+        """A value worked out from these settings once (the router's policy, the label sets of
+        the per-queue figures). It lives and goes with this object, so code that runs for every
+        message pays for it once, and a reset never leaves a stale one behind."""
+        try:
+            value: T = self._derived[key]
+        except KeyError:
+            value = self._derived[key] = make(self)
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

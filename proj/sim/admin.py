@@ -64,9 +64,13 @@ class SimAdmin:
 
 
 def sim_argv(
-    port: int, *, python: str = sys.executable, require_key_env: str | None = None
+    port: int,
+    *,
+    python: str = sys.executable,
+    require_key_env: str | None = None,
+    host: str = "127.0.0.1",
 ) -> list[str]:
-    argv = [python, "-m", "proj.sim", "--host", "127.0.0.1", "--port", str(port)]
+    argv = [python, "-m", "proj.sim", "--host", host, "--port", str(port)]
     if require_key_env:
         argv += ["--require-key-env", require_key_env]
     return argv

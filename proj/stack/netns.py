@@ -17,14 +17,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
+
 from proj.errors import StackError
-from proj.stack.procs import ManagedProcess
+from proj.sim.admin import SimAdmin, sim_argv
+from proj.stack.commands import WorkerSpec, worker_argv
+from proj.stack.procs import ManagedProcess, wait_for
+from proj.stack.redis_server import RedisServer
 
 
 def _ip(*args: str) -> None:
     out = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10, check=False)
     if out.returncode != 0:
         raise StackError(f"ip {' '.join(args)}: {out.stderr.strip()}")
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
 
 
 def unavailable() -> str | None:
@@ -62,6 +74,38 @@ class Host:
         ).start()
         self.procs.append(proc)
         return proc
+
+    def spawn_redis(self, env: dict[str, str], log_dir: Path, port: int = 6379) -> str:
+        """A Redis on this host's address (no password: the network is the test's own), up;
+        its URL."""
+        server = RedisServer(
+            log_dir / f"{self.name}-redis", port=port, appendonly=False, bind=self.address
+        )
+        server.data_dir.mkdir(parents=True, exist_ok=True)
+        self.spawn("redis", server.argv(), env, log_dir)
+        client = redis.Redis.from_url(server.url, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            wait_for(lambda: _pings(client), timeout_s=30, what=f"redis on {self.name}")
+        finally:
+            client.close()
+        return server.url
+
+    def spawn_sim(self, env: dict[str, str], log_dir: Path, key_env: str, port: int = 8900) -> str:
+        """The simulated provider on this host's address, requiring the key in ``key_env``,
+        up; its URL."""
+        argv = sim_argv(port, require_key_env=key_env, host=self.address)
+        self.spawn("sim", argv, env, log_dir)
+        url = f"http://{self.address}:{port}"
+        admin = SimAdmin(url)
+        try:
+            wait_for(admin.healthy, timeout_s=30, what=f"the simulator on {self.name}")
+        finally:
+            admin.close()
+        return url
+
+    def spawn_worker(self, spec: WorkerSpec, env: dict[str, str], log_dir: Path) -> None:
+        """``celery worker`` on this host, as ``proj up`` starts one."""
+        self.spawn(spec.name, worker_argv(spec), env, log_dir)
 
     def cut(self) -> None:
         """This host drops off the network."""

@@ -74,16 +74,20 @@ class RabbitServer:
     def start(self, timeout_s: float = 60.0) -> RabbitServer:
         private_dir(self.data_dir)
         (self.data_dir / "enabled_plugins").write_text("[].\n")
-        self.process = ManagedProcess(
-            "rabbitmq", [str(self.binary)], env=self.env(), log_path=self.data_dir / "out.log"
-        ).start()
         try:
-            wait_for(self._answers, timeout_s=timeout_s, what=f"rabbitmq on {self.port}")
+            self._run(timeout_s)
         except StackError:
-            tail = self.process.log_tail()
+            tail = self.process.log_tail() if self.process is not None else ""
             self.stop()
             raise StackError(f"rabbitmq-server did not start:\n{tail}") from None
         return self
+
+    def _run(self, timeout_s: float) -> None:
+        """Start the node on this object's ports and data, and wait until it answers."""
+        self.process = ManagedProcess(
+            "rabbitmq", [str(self.binary)], env=self.env(), log_path=self.data_dir / "out.log"
+        ).start()
+        wait_for(self._answers, timeout_s=timeout_s, what=f"rabbitmq on {self.port}")
 
     def _answers(self) -> bool:
         if self.process is not None and not self.process.alive():
@@ -92,9 +96,7 @@ class RabbitServer:
             with kombu.Connection(self.url, connect_timeout=1) as conn:
                 conn.connect()
                 return bool(conn.connected)
-        except OSError:
-            return False
-        except Exception:
+        except Exception:  # refused, reset, or the node still booting (amqp errors)
             return False
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -117,7 +119,4 @@ class RabbitServer:
         if self.process is not None:
             self.process.stop(30)
             self.process = None
-        self.process = ManagedProcess(
-            "rabbitmq", [str(self.binary)], env=self.env(), log_path=self.data_dir / "out.log"
-        ).start()
-        wait_for(self._answers, timeout_s=60, what=f"rabbitmq on {self.port}")
+        self._run(60)

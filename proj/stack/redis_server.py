@@ -58,11 +58,15 @@ class RedisServer:
         port: int | None = None,
         appendonly: bool = True,
         password: str | None = None,
+        bind: str = "127.0.0.1",
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.binary = binary or find_redis_server()
         self.port = port or free_port()
         self.appendonly = appendonly
+        # Another address, without protected mode, only for a network of a test's own
+        # (proj.stack.netns): there Redis refuses clients from other hosts without a password.
+        self.bind = bind
         if password is not None and not _URL_SAFE.fullmatch(password):
             # It goes into a URL and a configuration line as it is.
             raise ConfigError("a Redis password must be letters, digits, '-' and '_' only")
@@ -73,7 +77,7 @@ class RedisServer:
     def url(self) -> str:
         """The URL clients connect with (the password in it, when there is one)."""
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        return f"redis://{auth}{self.bind}:{self.port}/0"
 
     def argv(self) -> list[str]:
         # "-" first: redis-server reads configuration from stdin (the password), then argv.
@@ -84,7 +88,7 @@ class RedisServer:
             "--port",
             str(self.port),
             "--bind",
-            "127.0.0.1",
+            self.bind,
             "--dir",
             str(self.data_dir),
             "--appendonly",
@@ -100,7 +104,7 @@ class RedisServer:
             "--daemonize",
             "no",
             "--protected-mode",
-            "yes",
+            "yes" if self.bind == "127.0.0.1" or self.password else "no",
         ]
 
     def start(self, timeout_s: float = 15.0) -> RedisServer:

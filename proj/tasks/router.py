@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from proj.routing import RoutingPolicy, decide_queue
-from proj.settings import Settings, get_settings
+from proj.settings import get_settings
 from proj.triage import QUEUE_HEADER
 
 
@@ -16,17 +16,6 @@ def _queue_name(queue: object) -> str | None:
         return None
     name = getattr(queue, "name", queue)
     return str(name)
-
-
-_policy: tuple[int, RoutingPolicy] | None = None
-
-
-def _policy_of(settings: Settings) -> RoutingPolicy:
-    """The routing policy of these settings, built once (a router runs for every message)."""
-    global _policy
-    if _policy is None or _policy[0] != id(settings):
-        _policy = (id(settings), RoutingPolicy.from_settings(settings))
-    return _policy[1]
 
 
 def route_task(
@@ -44,7 +33,7 @@ def route_task(
         task = current_app.tasks.get(name)
     return {
         "queue": decide_queue(
-            _policy_of(get_settings()),
+            get_settings().derived("routing", RoutingPolicy.from_settings),
             explicit_queue=_queue_name(options.get("queue")),
             triage_queue=(options.get("headers") or {}).get(QUEUE_HEADER),
             task_urgent=bool(getattr(task, "urgent", False)),

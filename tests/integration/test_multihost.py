@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +19,8 @@ from proj import keys
 from proj.sim.admin import SimAdmin
 from proj.sim.config import ADMIN_KEY_ENV
 from proj.stack import netns
-from proj.stack.redis_server import find_redis_server
-from proj.stack.up import ping_workers
-from tests.support import wait_until
+from proj.stack.commands import WorkerSpec, ping_workers
+from tests.support import run_client, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +36,10 @@ class Cluster:
         self.data, self.w2, self.w3 = net.hosts
         self.redis_url = f"redis://{self.data.address}:6379/0"
         self.sim_url = f"http://{self.data.address}:8900"
+        self.workers = {
+            h.name: WorkerSpec(f"bulk-{h.name}", ("bulk",), 2, extra_args=("--adaptive",))
+            for h in (self.w2, self.w3)
+        }
         self.env = {
             **os.environ,
             "REDIS_URL": self.redis_url,
@@ -58,48 +59,24 @@ class Cluster:
         }
 
     def start(self) -> Cluster:
-        redis_argv = [
-            str(find_redis_server()),
-            "--port", "6379", "--bind", self.data.address, "--protected-mode", "no",
-            "--save", "", "--appendonly", "no",
-        ]  # fmt: skip
-        self.data.spawn("redis", redis_argv, self.env, self.log_dir)
+        self.data.spawn_redis(self.env, self.log_dir)
         sim_env = {**self.env, "SIM_API_KEY": KEY, ADMIN_KEY_ENV: ADMIN_KEY}
-        sim = [sys.executable, "-m", "proj.sim", "--host", self.data.address, "--port", "8900"]
-        self.data.spawn("sim", [*sim, "--require-key-env", "SIM_API_KEY"], sim_env, self.log_dir)
-        wait_until(self._redis_up, 30, "redis on the data host")
+        self.data.spawn_sim(sim_env, self.log_dir, "SIM_API_KEY")
         self.admin = SimAdmin(self.sim_url, ADMIN_KEY)
-        wait_until(self.admin.healthy, 30, "the simulator on the data host")
         for host in (self.w2, self.w3):
-            argv = [
-                sys.executable, "-m", "celery", "-A", "proj", "worker", "-Q", "bulk", "-c", "2",
-                "-n", f"bulk@{host.name}", "--adaptive", "--without-gossip", "--without-mingle",
-            ]  # fmt: skip
-            host.spawn("worker", argv, self.env, self.log_dir)
-        names = [f"bulk@{h.name}" for h in (self.w2, self.w3)]
+            host.spawn_worker(self.workers[host.name], self.env, self.log_dir)
+        names = [spec.nodename for spec in self.workers.values()]
         wait_until(
             lambda: set(names) <= ping_workers(self.redis_url, names, 0.5), 60, "both workers"
         )
         return self
 
-    def _redis_up(self) -> bool:
-        try:
-            return bool(redis_lib.Redis.from_url(self.redis_url, socket_timeout=1).ping())
-        except redis_lib.RedisError:
-            return False
+    def node(self, host: netns.Host) -> str:
+        return self.workers[host.name].nodename
 
     def client(self, code: str, timeout_s: float = 180) -> Any:
         """Run ``code`` as a client in the calling namespace; its last line, as JSON."""
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-        assert out.returncode == 0, out.stdout + out.stderr
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return run_client(code, self.env, timeout_s)
 
     def redis(self) -> redis_lib.Redis:
         return redis_lib.Redis.from_url(self.redis_url, socket_timeout=5)
@@ -173,12 +150,12 @@ def test_one_rate_limit_and_one_breaker_hold_across_hosts(cluster: Cluster) -> N
     r = cluster.redis()
     try:
         statuses = {
-            h.name: r.hgetall(keys.concurrency_status(f"bulk@{h.name}"))
+            h.name: r.hgetall(keys.concurrency_status(cluster.node(h)))
             for h in (cluster.w2, cluster.w3)
         }
     finally:
         r.close()
-    assert runners == {f"bulk@{cluster.w2.name}", f"bulk@{cluster.w3.name}"}, runners
+    assert runners == {cluster.node(cluster.w2), cluster.node(cluster.w3)}, runners
     assert all(s.get(b"limit") for s in statuses.values()), statuses
 
     # The provider fails every call: one breaker opens for both hosts, then lets one probe

@@ -215,6 +215,17 @@ def test_a_batch_starts_its_high_priority_items_first(
     ]
 
 
+def _nightly_worker(
+    workers: WorkerPool, monkeypatch: pytest.MonkeyPatch, declared: dict[str, str], hours: str
+) -> None:
+    """Declare a low queue ``nightly`` with ``hours`` here and in a worker "off" on it and bulk."""
+    queues = {**QUEUES, "nightly": {"class": "low", "active_hours": hours}}
+    env = {**declared, "PROJ_QUEUES": json.dumps(queues)}
+    monkeypatch.setenv("PROJ_QUEUES", env["PROJ_QUEUES"])
+    reset_settings()
+    workers.start("off", ("bulk", "nightly"), concurrency=1, env=env)
+
+
 def test_off_peak_queue_waits_outside_its_hours_and_status_says_until_when(
     workers: WorkerPool, monkeypatch: pytest.MonkeyPatch, declared: dict[str, str]
 ) -> None:
@@ -224,12 +235,7 @@ def test_off_peak_queue_waits_outside_its_hours_and_status_says_until_when(
 
     now = datetime.now(UTC)
     opens, closes = now + timedelta(hours=2), now + timedelta(hours=3)
-    hours = f"{opens:%H:%M}-{closes:%H:%M}"
-    queues = {**QUEUES, "nightly": {"class": "low", "active_hours": hours}}
-    env = {**declared, "PROJ_QUEUES": json.dumps(queues)}
-    monkeypatch.setenv("PROJ_QUEUES", env["PROJ_QUEUES"])
-    reset_settings()
-    workers.start("off", ("bulk", "nightly"), concurrency=1, env=env)
+    _nightly_worker(workers, monkeypatch, declared, f"{opens:%H:%M}-{closes:%H:%M}")
     later = demo.ping.apply_async(queue="nightly")
     now_ = demo.ping.apply_async(queue="bulk")
     assert now_.get(timeout=30) == "pong"  # the worker runs, its bulk queue is consumed
@@ -257,12 +263,9 @@ def test_off_peak_queue_is_consumed_once_its_hours_begin(
 
     now = datetime.now(UTC)
     opens = (now + timedelta(seconds=70)).replace(second=0, microsecond=0)  # 10-70 s away
-    hours = f"{opens:%H:%M}-{opens + timedelta(hours=1):%H:%M}"
-    queues = {**QUEUES, "nightly": {"class": "low", "active_hours": hours}}
-    env = {**declared, "PROJ_QUEUES": json.dumps(queues)}
-    monkeypatch.setenv("PROJ_QUEUES", env["PROJ_QUEUES"])
-    reset_settings()
-    workers.start("off", ("bulk", "nightly"), concurrency=1, env=env)
+    _nightly_worker(
+        workers, monkeypatch, declared, f"{opens:%H:%M}-{opens + timedelta(hours=1):%H:%M}"
+    )
     waiting = demo.work.apply_async((0.0,), queue="nightly")
     time.sleep(1.0)
     assert waiting.state == "PENDING"

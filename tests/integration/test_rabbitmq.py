@@ -23,7 +23,7 @@ import redis as redis_lib
 
 from proj import keys
 from proj.stack.rabbitmq import RabbitServer, find_rabbitmq_server
-from tests.support import WorkerPool, wait_until
+from tests.support import WorkerPool, run_client, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -47,20 +47,6 @@ def amqp_env(rabbit: RabbitServer, redis_client: redis_lib.Redis) -> dict[str, s
     return {"CELERY_BROKER_URL": rabbit.url, "REDIS_URL": os.environ["REDIS_URL"]}
 
 
-def _client(code: str, env: dict[str, str], timeout_s: float = 120) -> Any:
-    """Run ``code`` as a client program on ``env``; what it prints last, as JSON."""
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def _results(ids: list[str], timeout_s: float = 60) -> list[dict[str, Any]]:
     """The results of ``ids`` from the result backend (the test's Redis)."""
     from proj.app import app
@@ -74,7 +60,7 @@ def test_queues_are_durable_quorum_queues_and_routing_holds(
     workers.start("u", ("urgent",), concurrency=1, env=amqp_env, wait=False)
     workers.start("b", ("bulk",), concurrency=2, env=amqp_env, wait=False)
     workers.wait_ready("u", "b")
-    ids = _client(
+    ids = run_client(
         "import json\n"
         "from proj.tasks.demo import urgent_work, work\n"
         "rs = [urgent_work.delay(0.0), work.delay(0.0), work.apply_async((0.0,), priority=0)]\n"
@@ -95,7 +81,7 @@ def test_a_sigkilled_workers_tasks_are_redelivered(
 ) -> None:
     first = workers.start("k1", ("bulk",), concurrency=2, env=amqp_env)
     n = 12
-    ids = _client(
+    ids = run_client(
         "import json\n"
         "from proj.tasks.demo import work\n"
         f"print(json.dumps([work.delay(1.0).id for _ in range({n})]))\n",
@@ -169,7 +155,7 @@ def test_poison_messages_are_quarantined_on_rabbitmq(
     entry = json.loads(next(iter(redis_client.hvals(keys.QUARANTINE))))
     assert (entry["task_id"], entry["queue"], entry["kind"]) == (task_id, "bulk", "body")
     # The worker lives on and serves the next message.
-    ids = _client(
+    ids = run_client(
         "import json\nfrom proj.tasks.demo import work\nprint(json.dumps([work.delay(0).id]))\n",
         amqp_env,
     )
@@ -180,7 +166,7 @@ def test_poison_messages_are_quarantined_on_rabbitmq(
 def test_a_countdown_runs_when_due(workers: WorkerPool, amqp_env: dict[str, str]) -> None:
     """Retries with backoff are countdowns: on quorum queues Celery delays them in RabbitMQ."""
     workers.start("c", ("bulk",), concurrency=1, env=amqp_env)
-    sent_and_id = _client(
+    sent_and_id = run_client(
         "import json, time\n"
         "from proj.tasks.demo import work\n"
         "t = time.time()\n"

@@ -12,7 +12,8 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio.cluster as aiocluster
@@ -116,6 +117,32 @@ def test_the_keys_of_one_script_share_a_slot() -> None:
     assert len({key_slot(k.encode()) for k in parts}) == 1
 
 
+def _on_cluster(
+    port: int,
+    api: str,
+    with_sync: Callable[[Any], Awaitable[None]],
+    with_async: Callable[[Any], Awaitable[None]],
+) -> None:
+    """Run ``with_sync`` on a sync cluster client or ``with_async`` on an asyncio one (by
+    ``api``), the client closed after."""
+
+    async def main() -> None:
+        if api == "sync":
+            client = redis.cluster.RedisCluster(host="127.0.0.1", port=port)
+            try:
+                await with_sync(client)
+            finally:
+                client.close()
+            return
+        aclient = aiocluster.RedisCluster(host="127.0.0.1", port=port)
+        try:
+            await with_async(aclient)
+        finally:
+            await aclient.aclose()
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("api", ["asyncio", "sync"])
 @pytest.mark.parametrize("scenario", breaker_scenarios.SCENARIOS, ids=lambda s: s.__name__)
 def test_breaker_rules_on_a_cluster(
@@ -123,23 +150,15 @@ def test_breaker_rules_on_a_cluster(
 ) -> None:
     name = f"dep-{uuid.uuid4().hex[:8]}"
 
-    async def main() -> None:
-        if api == "sync":
-            client = redis.cluster.RedisCluster(host="127.0.0.1", port=cluster_port)
-            try:
-                store = RedisBreakerStore(client)  # type: ignore[arg-type]
-                await scenario(AsyncAdapter(store), name)
-                assert name in store.names()  # found by scanning every node
-            finally:
-                client.close()
-            return
-        aclient = aiocluster.RedisCluster(host="127.0.0.1", port=cluster_port)
-        try:
-            await scenario(AsyncRedisBreakerStore(aclient), name)  # type: ignore[arg-type]
-        finally:
-            await aclient.aclose()
+    async def on_sync(client: Any) -> None:
+        store = RedisBreakerStore(client)
+        await scenario(AsyncAdapter(store), name)
+        assert name in store.names()  # found by scanning every node
 
-    asyncio.run(main())
+    async def on_async(client: Any) -> None:
+        await scenario(AsyncRedisBreakerStore(client), name)
+
+    _on_cluster(cluster_port, api, on_sync, on_async)
 
 
 @pytest.mark.parametrize("api", ["asyncio", "sync"])
@@ -149,21 +168,13 @@ def test_rate_limit_rules_on_a_cluster(
 ) -> None:
     name = f"dep-{uuid.uuid4().hex[:8]}"
 
-    async def main() -> None:
-        if api == "sync":
-            client = redis.cluster.RedisCluster(host="127.0.0.1", port=cluster_port)
-            try:
-                await scenario(AsyncLimiterAdapter(RedisLimiterStore(client)), name)  # type: ignore[arg-type]
-            finally:
-                client.close()
-            return
-        aclient = aiocluster.RedisCluster(host="127.0.0.1", port=cluster_port)
-        try:
-            await scenario(AsyncRedisLimiterStore(aclient), name)  # type: ignore[arg-type]
-        finally:
-            await aclient.aclose()
+    async def on_sync(client: Any) -> None:
+        await scenario(AsyncLimiterAdapter(RedisLimiterStore(client)), name)
 
-    asyncio.run(main())
+    async def on_async(client: Any) -> None:
+        await scenario(AsyncRedisLimiterStore(client), name)
+
+    _on_cluster(cluster_port, api, on_sync, on_async)
 
 
 def test_a_batch_is_created_claimed_completed_and_finished_on_a_cluster(cluster_port: int) -> None:
