@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,8 +38,6 @@ logger = logging.getLogger("proj.guard")
 
 SEP = "|"  # dependency and model names never hold it (checked by the metrics reader)
 NO_PIPELINE = "-"
-#: Task figures go out at least this often (call counts within the flusher's interval).
-TASK_FLUSH_S = 1.0
 
 #: What the calls made here are for (see the module's docstring).
 PIPELINE: ContextVar[str] = ContextVar("proj_pipeline", default=NO_PIPELINE)
@@ -65,19 +62,15 @@ class CallStats:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._counts: defaultdict[str, float] = defaultdict(float)
-        self._poked_at = 0.0
         flusher.register(self)
 
-    def _add(self, *counts: tuple[str, float], urgent: bool = True) -> None:
+    def _add(self, *counts: tuple[str, float]) -> None:
         with self._lock:
             if self._pid != os.getpid():  # a forked child: the parent's counts are not ours
                 self._pid, self._counts = os.getpid(), defaultdict(float)
             for field, n in counts:
                 self._counts[field] += n
-        now = time.monotonic()
-        if urgent or now - self._poked_at >= TASK_FLUSH_S:
-            self._poked_at = now
-            flusher.poke()
+        flusher.poke()
 
     def call(self, dependency: str, outcome: str, seconds: float) -> None:
         """One call ended: ``outcome`` success, failure or ignored (a 429, our own 4xx)."""
@@ -113,9 +106,7 @@ class CallStats:
         if wait_s is not None:
             counts += [(f"twait{SEP}{base}{SEP}{wait_bucket(wait_s)}", 1.0)]
             counts += [(f"twait_s{SEP}{base}", wait_s)]
-        # A run ends every millisecond on a busy worker: its figures wake the flusher at most
-        # once a TASK_FLUSH_S (they are read at a scrape), not the 20 times a second calls do.
-        self._add(*counts, urgent=False)
+        self._add(*counts)
 
     def refused(self, breaker: str) -> None:
         """A breaker refused a call (open, or half-open with its probe out)."""

@@ -101,7 +101,7 @@ def test_work_lands_on_the_queue_its_category_names_with_the_rules_model(
     def counted() -> dict[str, Any]:
         return snapshot(get_settings())
 
-    def legal_counted() -> bool:  # a run's figures go out within a second of its end
+    def legal_counted() -> bool:  # a run's figures go out after its cost: wait for the run
         return counted()["queue_figures"].get("legal", {}).get("runs") == 1
 
     wait_until(legal_counted, 10, "the workers' counts")
