@@ -49,6 +49,7 @@ app.conf.include = [
     "proj.pipelines.aggregate",
     "proj.pipelines.notify",
     "proj.batch.runner",
+    "proj.tasks.callbacks",
 ]
 signals.connect(app)
 worker.install(app)

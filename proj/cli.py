@@ -243,6 +243,7 @@ def _settings() -> Settings:
 
 
 def _install_batch_commands() -> None:
+    from proj.api.cli import install as install_api
     from proj.batch.cli import install
     from proj.metrics_cli import install as install_metrics
     from proj.quarantine_cli import install as install_quarantine
@@ -252,6 +253,7 @@ def _install_batch_commands() -> None:
     install_quarantine(main)
     install_metrics(main)
     install_status(main)
+    install_api(main)
 
 
 _install_batch_commands()

@@ -137,3 +137,9 @@ def parked(lot: str, part: str | None = None) -> str:
 
 
 PARKED_LOTS = f"{PREFIX}:parked:lots"  # set of lot names with parked messages
+
+
+def api_task(task_id: str) -> str:
+    """Hash: the task name and API key of a task enqueued through ``proj api`` (TTL
+    PROJ_API_TASK_TTL_S): ``GET /v1/tasks/{id}`` answers for these alone."""
+    return f"{PREFIX}:api:task:{task_id}"

@@ -90,3 +90,9 @@ def _append(path: str, line: str) -> None:
         os.write(fd, line.encode())
     finally:
         os.close(fd)
+
+
+@app.task(name="usertasks.add", expose=True)
+def add(x: int, y: int = 0) -> int:
+    """Exposed to ``proj api`` callers (``POST /v1/tasks/usertasks.add``)."""
+    return x + y

@@ -1,9 +1,12 @@
 """A batch's last step, run once by the runner that marked it finished: dead-letter what
 still failed after the second pass, then the pipeline's own last step (a summary, a
-notification)."""
+notification), kept on the batch; then its completion callback, if it was given one
+(:mod:`proj.tasks.callbacks`)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
 
@@ -23,8 +26,14 @@ async def finalize(store: BatchStore, pipeline: ItemPipeline, batch_id: str) -> 
     started = float(await store.meta(batch_id, "started") or time.time())
     results = await store.results(batch_id)
     try:
-        await pipeline.finish(store, batch_id, results, started)
+        summary = await pipeline.finish(store, batch_id, results, started)
+        if summary is not None:
+            await store.set_meta(batch_id, summary=json.dumps(summary, default=str))
     except Exception:
         logger.exception("batch %s: the pipeline's last step failed", batch_id)
     await store.mark_finalized(batch_id)
+    if await store.meta(batch_id, "callback_url"):
+        from proj.tasks.callbacks import deliver
+
+        await asyncio.to_thread(deliver.delay, batch_id)
     logger.info("batch %s finished: %d done, %d failed", batch_id, len(results), len(errors))

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import WatchError
 
 from proj import keys
 from proj.batch import dlq, scripts
@@ -115,39 +116,49 @@ class BatchStore:
         urgent: bool,
         now: float,
         fresh: bool = False,
+        meta: Mapping[str, str] | None = None,
     ) -> bool:
-        """Store a new batch. Returns False if a batch with this id already exists."""
-        created = await self.r.hsetnx(self.k(batch_id), "pipeline", pipeline)
-        if not created:
-            return False
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(
-            self.k(batch_id),
-            mapping={
-                "total": len(items),
-                "next": 0,
-                "done": 0,
-                "failed": 0,
-                "cached": 0,
-                "duplicates": duplicates,
-                "pass": 1,
-                "status": "running",
-                "urgent": int(urgent),
-                "fresh": int(fresh),
-                "started": now,
-                "updated": int(now * 1000),
-            },
-        )
+        """Store a new batch, all of it or nothing (a transaction watching its hash, so two
+        submitters of one id cannot both write it and a crash leaves no half-made batch).
+        ``meta``: more fields of its hash (the API's request hash, callback URL). Returns
+        False if a batch with this id already exists."""
+        fields: dict[str, Any] = {
+            **(meta or {}),
+            "pipeline": pipeline,
+            "total": len(items),
+            "next": 0,
+            "done": 0,
+            "failed": 0,
+            "cached": 0,
+            "duplicates": duplicates,
+            "pass": 1,
+            "status": "running",
+            "urgent": int(urgent),
+            "fresh": int(fresh),
+            "started": now,
+            "updated": int(now * 1000),
+        }
         order = claim_order(items)
-        for start in range(0, len(items), 1000):
-            chunk = range(start, min(len(items), start + 1000))
-            pipe.hset(self.k(batch_id, "items"), mapping={i: json.dumps(items[i]) for i in chunk})
-            pipe.hset(self.k(batch_id, "keys"), mapping={i: item_keys[i] for i in chunk})
-            if order is not None:
-                pipe.hset(self.k(batch_id, "order"), mapping={i: order[i] for i in chunk})
-        for part in (None, "items", "keys", "order"):
-            pipe.expire(self.k(batch_id, part), self.ttl_s)
-        await pipe.execute()  # one hash slot ({batch id}): a transaction on Redis Cluster too
+        async with self.r.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(self.k(batch_id))
+                if await pipe.exists(self.k(batch_id)):
+                    return False
+                pipe.multi()
+                pipe.hset(self.k(batch_id), mapping=fields)  # type: ignore[arg-type]
+                for start in range(0, len(items), 1000):
+                    chunk = range(start, min(len(items), start + 1000))
+                    pipe.hset(
+                        self.k(batch_id, "items"), mapping={i: json.dumps(items[i]) for i in chunk}
+                    )
+                    pipe.hset(self.k(batch_id, "keys"), mapping={i: item_keys[i] for i in chunk})
+                    if order is not None:
+                        pipe.hset(self.k(batch_id, "order"), mapping={i: order[i] for i in chunk})
+                for part in (None, "items", "keys", "order"):
+                    pipe.expire(self.k(batch_id, part), self.ttl_s)
+                await pipe.execute()  # one hash slot ({batch id}): a transaction on a cluster too
+            except WatchError:
+                return False  # another submitter of this id got there first
         await self.r.zadd(keys.BATCHES, {batch_id: now})  # the listing, in another slot
         return True
 
@@ -272,6 +283,35 @@ class BatchStore:
     async def mark_finalized(self, batch_id: str) -> None:
         """The batch's last step has run: a watcher may read its summary now."""
         await self.r.hset(self.k(batch_id), "finalized", time.time())
+
+    async def settled(
+        self, batch_id: str, start: int, count: int, *, finished: bool
+    ) -> list[tuple[int, str, Any]]:
+        """Items ``start``, ``start + 1``, ... that are settled for good, up to ``count`` of
+        them and up to the first that is not: (index, "done" | "failed", result or error).
+        Before the batch has ``finished``, a failed item is not settled (its second pass may
+        still succeed)."""
+        idx = list(range(start, start + count))
+        states = await self.r.hmget(self.k(batch_id, "state"), idx)
+        out: list[tuple[int, str, Any]] = []
+        for i, state in zip(idx, states, strict=True):
+            if state is None or (not finished and _s(state) != "done"):
+                break
+            out.append((i, _s(state), None))
+        if not out:
+            return out
+        got = [i for i, _, _ in out]
+        results = await self.r.hmget(self.k(batch_id, "results"), got)
+        errors = await self.r.hmget(self.k(batch_id, "errors"), got)
+        settled = []
+        for (i, st, _), res, err in zip(out, results, errors, strict=True):
+            raw = res if st == "done" else err
+            settled.append((i, st, None if raw is None else json.loads(raw)))
+        return settled
+
+    async def set_meta(self, batch_id: str, **fields: str) -> None:
+        """More fields of a batch's hash (its summary, how its callback went)."""
+        await self.r.hset(self.k(batch_id), mapping=dict(fields))  # type: ignore[arg-type]
 
     async def meta(self, batch_id: str, field: str) -> str | None:
         v = await self.r.hget(self.k(batch_id), field)

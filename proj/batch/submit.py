@@ -176,6 +176,24 @@ def submit(
     result then replaces it).
     """
     settings = get_settings()
+    prepared = prepare(pipeline, items, batch_id=batch_id)
+    return with_store(
+        lambda s: asubmit(s, prepared, urgent=urgent, fresh=fresh, settings=settings), settings
+    )
+
+
+@dataclass
+class Prepared:
+    """A batch validated and deduplicated, not yet stored."""
+
+    pipeline: str
+    handle: BatchHandle
+    items: dict[str, dict[str, Any]]  # idempotency key -> item, first seen first
+
+
+def prepare(pipeline: str, items: list[Any], *, batch_id: str | None = None) -> Prepared:
+    """Validate and deduplicate ``items`` (ValueError naming the known pipelines for an
+    unknown one); nothing is stored."""
     pipe = get_pipeline(pipeline)
     accepted, rejected = pipe.validate(items)
     unique: dict[str, dict[str, Any]] = {}
@@ -183,30 +201,43 @@ def submit(
         unique.setdefault(content_key(item), item)
     batch_id = batch_id or uuid.uuid4().hex[:16]
     handle = BatchHandle(batch_id, rejected, len(unique), len(accepted) - len(unique))
-    if not unique:
+    return Prepared(pipeline, handle, unique)
+
+
+async def asubmit(
+    store: BatchStore,
+    prepared: Prepared,
+    *,
+    urgent: bool = False,
+    fresh: bool = False,
+    meta: dict[str, str] | None = None,
+    settings: Settings,
+) -> BatchHandle:
+    """Store a prepared batch and start its runners (asyncio callers: ``proj api``).
+    ``meta``: more fields of the batch's hash. An existing id enqueues nothing new."""
+    handle = prepared.handle
+    if not prepared.items:
         return handle
-    item_list = list(unique.values())
+    item_list = list(prepared.items.values())
     runners = runners_for(len(item_list), settings)
-
-    async def create(s: BatchStore) -> bool:
-        created = await s.create(
-            batch_id,
-            pipeline,
-            item_list,
-            list(unique),
-            duplicates=handle.duplicates,
-            urgent=urgent,
-            fresh=fresh,
-            now=time.time(),
-        )
-        if created:  # the runners have a lease's time to start, then the watchdog sends more
-            await _leases(settings).expect(s.r, batch_id, runners)
-        return created
-
-    if not with_store(create, settings):
+    created = await store.create(
+        handle.batch_id,
+        prepared.pipeline,
+        item_list,
+        list(prepared.items),
+        duplicates=handle.duplicates,
+        urgent=urgent,
+        fresh=fresh,
+        now=time.time(),
+        meta=meta,
+    )
+    if not created:
         handle.existing = True
         return handle
-    dispatch(batch_id, runners, urgent=urgent, settings=settings)
+    # The runners have a lease's time to start, then the watchdog sends more: a submitter
+    # that dies before it dispatches them loses nothing.
+    await _leases(settings).expect(store.r, handle.batch_id, runners)
+    await asyncio.to_thread(dispatch, handle.batch_id, runners, urgent=urgent, settings=settings)
     return handle
 
 

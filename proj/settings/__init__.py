@@ -13,7 +13,8 @@ the sections, and nowhere else.
 
 The sections live by concern: :mod:`proj.settings.messaging` (broker, queues, retries, results,
 quarantine, parking), :mod:`proj.settings.calls` (breakers, adaptive concurrency, rate limits,
-providers), :mod:`proj.settings.runs` (batches, the local stack); :mod:`proj.settings.fields`
+providers), :mod:`proj.settings.runs` (batches, the local stack), :mod:`proj.settings.api`
+(the HTTP front door); :mod:`proj.settings.fields`
 holds what they share (how a section reads the environment, errors that name the variable).
 """
 
@@ -32,6 +33,7 @@ from proj.queues import QueueConfig
 from proj.resilience.breaker import BreakerPolicy
 from proj.resilience.concurrency import ConcurrencyPolicy
 from proj.resilience.ratelimit import RateLimit, parse_rate
+from proj.settings.api import ApiSettings
 from proj.settings.calls import (
     AdaptiveSettings,
     BreakerSettings,
@@ -62,6 +64,7 @@ __all__ = [
     "DEFAULT_REDIS_URL",
     "SECTIONS",
     "AdaptiveSettings",
+    "ApiSettings",
     "BatchSettings",
     "BreakerSettings",
     "BrokerSettings",
@@ -98,6 +101,7 @@ SECTIONS: dict[str, type[BaseSettings]] = {
     "stack": StackSettings,
     "quarantine": QuarantineSettings,
     "parking": ParkingSettings,
+    "api": ApiSettings,
 }
 
 
@@ -119,6 +123,7 @@ class Settings(Declarations, BaseModel):
     stack: StackSettings
     quarantine: QuarantineSettings
     parking: ParkingSettings
+    api: ApiSettings
 
     _deps: dict[str, Dependency] = PrivateAttr(default_factory=dict)
     _queues: QueueConfig = PrivateAttr(default_factory=lambda: QueueConfig({}))

@@ -57,10 +57,13 @@ class ProjTask(Task):
     - an open breaker, a rate-limit wait or a 429 (proj's own, or any exception carrying a
       429 ``response``, such as ``httpx.HTTPStatusError`` or the OpenAI SDK's
       ``RateLimitError``) *defers* the task: it is parked in Redis and sent again with the
-      same id (chords still count it) after the wait, and that does not use up a retry.
+      same id (chords still count it) after the wait, and that does not use up a retry;
+    - ``expose=True`` lets ``proj api`` callers enqueue it (``POST /v1/tasks/<name>``), its
+      JSON arguments checked against its signature first; no other task is reachable there.
     """
 
     urgent: bool = False
+    expose: bool = False
     breaker: str | Breaker | None = None
     global_rate_limit: str | None = None
     rate_limit_key: str | None = None

@@ -1,0 +1,85 @@
+"""Every error ``proj api`` answers is JSON with one clear message: ``{"error": "..."}``, plus
+the details a client can act on (the rejected items, the field)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+logger = logging.getLogger("proj.api")
+
+
+class ApiError(Exception):
+    """An answer other than success: its status, message, headers and any details."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+        self.details = details
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            {"error": self.message, **self.details}, self.status, headers=self.headers
+        )
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def validation_message(errors: list[Any]) -> tuple[str, list[dict[str, Any]]]:
+    """One line for the first problem (field and value), and every problem as data."""
+    problems = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+        field = ".".join(loc) or "body"
+        if e.get("type") == "json_invalid":
+            reason = f"the body is not valid JSON ({e.get('ctx', {}).get('error', e['msg'])})"
+            problems.append({"field": "body", "reason": reason})
+            continue
+        problems.append({"field": field, "value": e.get("input"), "reason": e["msg"]})
+    first = problems[0]
+    line = (
+        first["reason"]
+        if first["field"] == "body" and "value" not in first
+        else (f"{first['field']}: {first['reason']}, got {_shown(first.get('value'))}")
+    )
+    if len(problems) > 1:
+        line += f" (and {len(problems) - 1} more problems)"
+    return line, problems
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        line, problems = validation_message(list(exc.errors()))
+        return JSONResponse({"error": line, "errors": problems}, 422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"error": "internal error; the server's log has the details"}, 500)

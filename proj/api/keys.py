@@ -1,0 +1,108 @@
+"""API keys: who may call ``proj api``, with which scopes, at what rate.
+
+Keys live in a TOML file (PROJ_API_KEYS_FILE, default ``config/api_keys.toml``) as SHA-256
+hashes, never in clear::
+
+    [keys.crm]
+    sha256 = "9f86d081..."          # proj api key crm  (prints the key once)
+    scopes = ["batches:write", "batches:read"]
+    rate_limit = "20/s"             # Celery's syntax; across every proj api process
+
+A key is a random 32-byte token, so a plain SHA-256 is enough to keep it (no password hash:
+nothing to guess). A request names its key as ``Authorization: Bearer <key>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proj.errors import ConfigError
+from proj.resilience.ratelimit import RateLimit, parse_rate
+
+SCOPES = ("batches:write", "batches:read", "tasks:write", "tasks:read")
+KEY_PREFIX = "pk_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    """A fresh API key (shown once; only its hash is kept)."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    sha256: str
+    scopes: frozenset[str]
+    rate_limit: RateLimit | None
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes or "*" in self.scopes
+
+
+class KeyRing:
+    """The configured keys, found by the hash of what a request presents."""
+
+    def __init__(self, keys: Iterable[ApiKey]) -> None:
+        self._by_hash = {k.sha256: k for k in keys}
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    def find(self, presented: str) -> ApiKey | None:
+        return self._by_hash.get(hash_key(presented))
+
+    @classmethod
+    def load(cls, path: Path) -> KeyRing:
+        """The keys in ``path`` (none when it does not exist); ConfigError naming the file and
+        the field of a bad entry."""
+        if not path.exists():
+            return cls(())
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise ConfigError(f"{path}: {err}") from None
+        return cls(parse_keys(data.get("keys", {}), where=str(path)))
+
+
+def parse_keys(table: Mapping[str, Any], *, where: str) -> list[ApiKey]:
+    out = []
+    for name, entry in table.items():
+        at = f"{where}: keys.{name}"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{at}: must be a table, got {entry!r}")
+        digest = str(entry.get("sha256", "")).lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ConfigError(f"{at}.sha256: must be 64 hex digits, got {entry.get('sha256')!r}")
+        scopes = entry.get("scopes", [])
+        bad = [s for s in scopes if s not in SCOPES and s != "*"] if isinstance(scopes, list) else 0
+        if not isinstance(scopes, list) or bad:
+            raise ConfigError(f"{at}.scopes: {bad or scopes!r} not in {', '.join(SCOPES)} or '*'")
+        rate = entry.get("rate_limit")
+        try:
+            limit = parse_rate(rate) if rate else None
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{at}.rate_limit: {err}") from None
+        if limit is not None and not isinstance(rate, Mapping):
+            # "20/s" lets a client send its 20 at once; {rate = "20/s", burst = 5} to narrow it.
+            limit = RateLimit(limit.rate, limit.per_s, max(1, int(limit.rate)))
+        out.append(ApiKey(str(name), digest, frozenset(scopes), limit))
+    return out
+
+
+def toml_entry(name: str, key: str, scopes: Iterable[str], rate_limit: str | None) -> str:
+    """The TOML lines that let ``key`` in (its hash, never the key)."""
+    lines = [f"[keys.{name}]", f'sha256 = "{hash_key(key)}"']
+    lines.append("scopes = [" + ", ".join(f'"{s}"' for s in scopes) + "]")
+    if rate_limit:
+        lines.append(f'rate_limit = "{rate_limit}"')
+    return "\n".join(lines) + "\n"
