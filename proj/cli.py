@@ -77,14 +77,14 @@ def main() -> None:
     "for results and state.",
 )
 def up(broker: str) -> None:
-    """Start Redis (unless REDIS_URL is set), urgent and bulk workers and Flower.
+    """Start Redis (unless REDIS_URL is set), urgent and bulk workers, Flower and the API.
 
     Ctrl-C or SIGTERM stops every process it started.
     """
     from proj.stack.up import Stack
 
     settings = _settings()
-    stack = Stack(settings, broker=broker)
+    stack = Stack(settings, broker=broker, api=True)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     try:
@@ -101,6 +101,11 @@ def up(broker: str) -> None:
         )
         if info.metrics_url:
             console.print(f"[bold]metrics[/] {info.metrics_url}")
+        if info.api_url:
+            key = f"  key {info.api_key}" if info.api_key else ""
+            console.print(f"[bold]api[/]     {info.api_url}{key}  (schema at /openapi.json)")
+        if info.callback_secret:
+            console.print(f"[bold]callbacks[/] signed with {info.callback_secret}")
         if info.sim_url:
             console.print(
                 f"[bold]sim[/]     {info.sim_url}  (simulated provider; admin at /admin/stats, "

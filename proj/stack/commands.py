@@ -69,6 +69,11 @@ def metrics_argv(port: int, *, python: str = sys.executable) -> list[str]:
     return [python, "-m", "proj.cli", "metrics", "--host", "127.0.0.1", "--port", str(port)]
 
 
+def api_argv(port: int, *, python: str = sys.executable) -> list[str]:
+    """``proj api`` on loopback (keys and the callback secret in the environment)."""
+    return [python, "-m", "proj.cli", "api", "--host", "127.0.0.1", "--port", str(port)]
+
+
 def worker_queues(settings: Settings) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The queues of the urgent worker (the urgent queue, then every other urgent-class one)
     and of the bulk worker (the bulk queue, then every other declared queue)."""

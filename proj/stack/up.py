@@ -1,5 +1,8 @@
 """``proj up``: Redis (unless REDIS_URL is set), the simulated provider (unless
-PROVIDER_BASE_URL is set), an urgent worker, a bulk worker and Flower.
+PROVIDER_BASE_URL is set), an urgent worker, a bulk worker, Flower and ``proj api``.
+
+``proj api`` gets a key made for the session (printed once; its hash goes in the state
+directory) unless the keys file has keys, and a callback secret unless one is configured.
 
 Every process runs in its own process group and dies with proj (PR_SET_PDEATHSIG on Linux);
 :meth:`Stack.stop` ends them all, pool children included. Redis gets a generated password
@@ -15,6 +18,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from proj.api.keys import KeyRing, new_key, toml_entry
 from proj.errors import StackError
 from proj.files import private_dir
 from proj.settings import Settings
@@ -22,6 +26,7 @@ from proj.sim.admin import SimAdmin, sim_argv
 from proj.sim.config import ADMIN_KEY_ENV
 from proj.stack.commands import (
     WorkerSpec,
+    api_argv,
     default_workers,
     flower_argv,
     metrics_argv,
@@ -58,6 +63,9 @@ class StackInfo:
     sim_admin_key: str | None = None
     metrics_url: str | None = None
     broker_url: str | None = None  # when the broker is not the Redis above (RabbitMQ)
+    api_url: str | None = None
+    api_key: str | None = None  # made for this session (None: the keys file has keys)
+    callback_secret: str | None = None  # made for this session (None: configured)
 
 
 class Stack:
@@ -70,6 +78,7 @@ class Stack:
         workers: list[WorkerSpec] | None = None,
         flower: bool = True,
         metrics: bool = True,
+        api: bool = False,
         sim: bool | None = None,
         state_dir: Path | None = None,
         env: dict[str, str] | None = None,
@@ -83,6 +92,7 @@ class Stack:
         self.workers = default_workers(settings) if workers is None else workers
         self.with_flower = flower
         self.with_metrics = metrics
+        self.with_api = api
         # The simulator stands in for the provider unless PROVIDER_BASE_URL points elsewhere.
         self.with_sim = settings.providers.provider_base_url is None if sim is None else sim
         self.state_dir = Path(state_dir or settings.stack.state_dir).resolve()
@@ -148,6 +158,9 @@ class Stack:
                 admin.close()
             if self.settings.providers.provider_base_url is None:
                 env["PROVIDER_BASE_URL"] = sim_url
+        api_key = callback_secret = None
+        if self.with_api and self.settings.api.callback_secret is None:
+            callback_secret = env["PROJ_API_CALLBACK_SECRET"] = secrets.token_urlsafe(24)
         self.env = env
 
         for spec in self.workers:
@@ -174,8 +187,23 @@ class Stack:
             port = self.settings.stack.metrics_port or free_port()
             self._spawn("metrics", metrics_argv(port), env)
             metrics_url = f"http://127.0.0.1:{port}/metrics"
+        api_url = None
+        if self.with_api:
+            api_env = dict(env)
+            if not len(KeyRing.load(self.settings.api.keys_path)):
+                api_key = new_key()
+                keys_file = self.state_dir / "api_keys.toml"
+                keys_file.write_text(toml_entry("local", api_key, ["*"], None))
+                keys_file.chmod(0o600)
+                api_env["PROJ_API_KEYS_FILE"] = str(keys_file)
+            explicit = "port" in self.settings.api.model_fields_set  # PROJ_API_PORT
+            port = self.settings.api.port if explicit and self.settings.api.port else free_port()
+            self._spawn("api", api_argv(port), api_env)
+            api_url = f"http://127.0.0.1:{port}"
         if flower_url is not None:
             self._wait_http("flower", flower_url + "/healthcheck")
+        if api_url is not None:
+            self._wait_http("api", api_url + "/healthz")
         if metrics_url is not None:
             self._wait_http("metrics", metrics_url)
         self.info = StackInfo(
@@ -189,6 +217,9 @@ class Stack:
             sim_admin_key=admin_key,
             metrics_url=metrics_url,
             broker_url=broker_url,
+            api_url=api_url,
+            api_key=api_key,
+            callback_secret=callback_secret,
         )
         return self.info
 

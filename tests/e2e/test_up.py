@@ -17,6 +17,23 @@ from proj.stack.redis_server import embedded_redis_server
 from tests.e2e.conftest import alive, clean_env, descendants, proj_exe, read_until, stop_up
 
 
+def _submit_through_the_api(url: str, key: str) -> None:
+    """The session's key lets a batch in through ``proj api``; it runs to the end."""
+    auth = {"Authorization": f"Bearer {key}"}
+    assert httpx.post(url + "/v1/batches", json={}, timeout=10).status_code == 401
+    items = [{"domain": "acme.com"}, {"domain": "globex.com"}]
+    r = httpx.post(
+        url + "/v1/batches", json={"pipeline": "company", "items": items}, headers=auth, timeout=10
+    )
+    assert r.status_code == 202, r.text
+    status = r.json()["status_url"]
+    deadline = time.monotonic() + 60
+    while httpx.get(status, headers=auth, timeout=10).json()["status"] != "finished":
+        assert time.monotonic() < deadline, "the batch did not finish"
+        time.sleep(0.2)
+    assert httpx.get(status, headers=auth, timeout=10).json()["done"] == 2
+
+
 @pytest.mark.slow
 def test_up_on_embedded_redis_then_sigterm_leaves_no_process(tmp_path: Path) -> None:
     env = clean_env(
@@ -52,7 +69,13 @@ def test_up_on_embedded_redis_then_sigterm_leaves_no_process(tmp_path: Path) -> 
         metrics = re.search(r"metrics\s+(http://\S+)", out)
         assert metrics, out
         assert "proj_queue_depth" in httpx.get(metrics.group(1), timeout=10).text
-        assert len(procs) >= 1 + 2 + 3 + 1 + 1  # redis, 2 workers with pools, flower, metrics
+        api = re.search(r"api\s+(http://\S+)\s+key (\S+)", out)
+        assert api, out
+        for p in procs:
+            cmdline = Path(f"/proc/{p}/cmdline").read_bytes() if alive(p) else b""
+            assert api.group(2).encode() not in cmdline
+        _submit_through_the_api(api.group(1), api.group(2))
+        assert len(procs) >= 1 + 2 + 3 + 1 + 1 + 1  # redis, 2 workers, flower, metrics, api
     finally:
         stop_up(proc)
     assert proc.returncode == 0

@@ -9,6 +9,8 @@ import hmac
 import http.server
 import json
 import os
+import shutil
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -391,3 +393,38 @@ def test_a_listed_name_that_resolves_to_loopback_is_not_called(
         assert cb is not None and cb["status"] == "refused"
         assert "resolves to 127.0.0.1, which is not a public address" in cb["detail"]
     assert receiver.calls == []
+
+
+def _readme_example() -> str:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("<!-- webhook-example", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    return "\n".join(line for line in block.splitlines() if not line.startswith("export "))
+
+
+def test_the_readme_webhook_example_runs_as_written(
+    api: str, api_env: dict[str, str], workers: WorkerPool, receiver: Receiver, tmp_path: Path
+) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed: the README's example uses it")
+    workers.start("bulk", ("bulk",), concurrency=2, env=api_env)
+    script = tmp_path / "example.sh"
+    script.write_text("set -euo pipefail\n" + _readme_example())
+    out = subprocess.run(
+        ["bash", str(script)],
+        env={**os.environ, "API": api, "KEY": FULL, "HOOK": receiver.url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "event: finished" in out.stdout
+    results = [json.loads(x) for x in out.stdout.splitlines() if x.startswith('{"index"')]
+    assert [r["index"] for r in results] == [0, 1]
+    assert all(r["status"] == "done" for r in results)
+    wait_until(lambda: receiver.calls, 30, "the callback")
+    headers, raw = receiver.calls[0]
+    assert verify(SECRET, raw, headers["Proj-Signature"])
+    payload = json.loads(raw)
+    assert payload["batch"]["done"] == 2
+    assert payload["summary"] is not None  # the leads pipeline's run summary

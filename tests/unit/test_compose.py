@@ -108,6 +108,20 @@ def test_compose_flower_has_basic_auth_from_env_and_keeps_its_state(
     assert all(p.startswith("127.0.0.1:") for p in flower["ports"])
 
 
+def test_compose_api_reads_hashed_keys_and_workers_can_sign_its_callbacks(
+    services: dict[str, Any],
+) -> None:
+    api = services["api"]
+    assert api["command"][:2] == ["proj", "api"]
+    keys_file = api["environment"]["PROJ_API_KEYS_FILE"]
+    assert f"./config/api_keys.toml:{keys_file}:ro" in api["volumes"]
+    assert all(p.startswith("127.0.0.1:") for p in api["ports"])
+    assert "/readyz" in api["healthcheck"]["test"][-1]
+    for name in ("worker-urgent", "worker-bulk"):
+        env = services[name]["environment"]
+        assert "PROJ_API_CALLBACK_SECRET" in env and "PROJ_API_CALLBACK_ALLOW" in env
+
+
 def test_compose_environment_is_valid_settings(
     services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
