@@ -50,7 +50,7 @@ def _wait_finished(r: redis.Redis, expected: int, timeout_s: float = 900) -> Non
     """Until ``expected`` batches are listed and every one of them is finished."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        ids = r.zrange(keys.BATCHES, 0, -1)
+        ids: list[bytes] = r.zrange(keys.BATCHES, 0, -1)  # type: ignore[assignment]
         if len(ids) >= expected:
             pipe = r.pipeline(transaction=False)
             for b in ids:

@@ -27,7 +27,7 @@ from proj.api.auth import BatchReader, BatchWriter, check_owner
 from proj.api.errors import ApiError
 from proj.api.keys import ApiKey
 from proj.batch.store import BatchStore, Progress
-from proj.batch.submit import FINALIZE_WAIT_S, asubmit, prepare
+from proj.batch.submit import FINALIZE_WAIT_S, asubmit, prepare, rewatch
 from proj.errors import QueueFull
 from proj.pipelines import registry
 from proj.settings import Settings
@@ -113,12 +113,15 @@ def _check_request(body: BatchRequest, settings: Settings) -> None:
             raise ApiError(422, f"callback_url: {err}") from None
 
 
-async def _replay(store: BatchStore, batch_id: str, fingerprint: str, key: str) -> dict[str, Any]:
+async def _replay(
+    store: BatchStore, batch_id: str, fingerprint: str, key: str, settings: Settings
+) -> dict[str, Any]:
     """The answer to a retried request: the batch its first try made."""
     if await store.meta(batch_id, "request") != fingerprint:
         raise ApiError(
             422, f"Idempotency-Key {key!r} was used for a different request; use a new key"
         )
+    await rewatch(store, batch_id, settings)
     p = await store.progress(batch_id)
     return {"accepted": p.total if p else 0, "duplicates": p.duplicates if p else 0}
 
@@ -145,7 +148,7 @@ async def submit_batch(
     links = _links(request, batch_id)
     headers = {"Location": links["status_url"]}
     if idempotency_key is not None and await store.meta(batch_id, "request") is not None:
-        replay = await _replay(store, batch_id, fingerprint, idempotency_key)
+        replay = await _replay(store, batch_id, fingerprint, idempotency_key, settings)
         out = {"batch_id": batch_id, **links, **replay, "rejected": []}
         return JSONResponse(out, 202, headers={**headers, "Idempotent-Replayed": "true"})
     prepared = await asyncio.to_thread(prepare, body.pipeline, body.items, batch_id=batch_id)
@@ -165,7 +168,7 @@ async def submit_batch(
     except QueueFull as err:
         raise ApiError(503, str(err), headers={"Retry-After": "5"}) from None
     if handle.existing:  # the same key raced us, or an id was reused
-        replay = await _replay(store, batch_id, fingerprint, idempotency_key or "")
+        replay = await _replay(store, batch_id, fingerprint, idempotency_key or "", settings)
         out = {"batch_id": batch_id, **links, **replay, "rejected": []}
         return JSONResponse(out, 202, headers={**headers, "Idempotent-Replayed": "true"})
     out = {

@@ -7,9 +7,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError
 from starlette.exceptions import HTTPException
 
 logger = logging.getLogger("proj.api")
@@ -78,6 +80,15 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    @app.exception_handler(OperationalError)
+    async def unreachable(request: Request, exc: Exception) -> JSONResponse:
+        what = "the broker" if isinstance(exc, OperationalError) else "Redis"
+        logger.warning("%s %s: %s unreachable: %s", request.method, request.url.path, what, exc)
+        message = f"{what} is unreachable; nothing was changed, try again"
+        return JSONResponse({"error": message}, 503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -233,12 +233,21 @@ async def asubmit(
     )
     if not created:
         handle.existing = True
+        await rewatch(store, handle.batch_id, settings)
         return handle
     # The runners have a lease's time to start, then the watchdog sends more: a submitter
     # that dies before it dispatches them loses nothing.
     await _leases(settings).expect(store.r, handle.batch_id, runners)
     await asyncio.to_thread(dispatch, handle.batch_id, runners, urgent=urgent, settings=settings)
     return handle
+
+
+async def rewatch(store: BatchStore, batch_id: str, settings: Settings) -> None:
+    """A batch submitted again: a submitter that died (or lost Redis) right after storing it
+    left it without runners and unknown to the watchdog; put it back in the watchdog's sight,
+    which starts it within a runner lease if its runners do not show up."""
+    if await store.meta(batch_id, "status") == "running":
+        await _leases(settings).expect(store.r, batch_id)
 
 
 def resume(batch_id: str) -> BatchHandle:

@@ -66,3 +66,23 @@ def test_unknown_batch_is_one_line(redis_server: object) -> None:
         out = _run([str(BIN / "proj"), *args], REDIS_URL=url)
         assert out.returncode == 2
         assert "batch 'nope' not found" in _one_line(out)
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"PROJ_API_CALLBACK_ALLOW": "hooks.example.com, a/b"}, "PROJ_API_CALLBACK_ALLOW"),
+        ({"PROJ_API_PORT": "http"}, "PROJ_API_PORT"),
+        ({"PROJ_API_KEYS_FILE": "BROKEN"}, "keys.crm.sha256: must be 64 hex digits"),
+    ],
+)
+def test_proj_api_with_bad_configuration_is_one_line_and_exit_2(
+    env: dict[str, str], names: str, tmp_path: Path
+) -> None:
+    if env.get("PROJ_API_KEYS_FILE") == "BROKEN":
+        broken = tmp_path / "keys.toml"
+        broken.write_text('[keys.crm]\nsha256 = "not-a-hash"\n')
+        env = {"PROJ_API_KEYS_FILE": str(broken)}
+    out = _run([str(BIN / "proj"), "api", "--port", "1"], **env)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert names in _one_line(out)

@@ -428,3 +428,41 @@ def test_the_readme_webhook_example_runs_as_written(
     payload = json.loads(raw)
     assert payload["batch"]["done"] == 2
     assert payload["summary"] is not None  # the leads pipeline's run summary
+
+
+def test_readiness_names_what_is_unreachable(api_env: dict[str, str], tmp_path: Path) -> None:
+    port, dead = free_port(), free_port()
+    env = {**os.environ, **api_env, "REDIS_URL": f"redis://127.0.0.1:{dead}/0"}
+    proc = ManagedProcess(
+        "api-no-redis",
+        [str(Path(sys.executable).parent / "proj"), "api", "--port", str(port)],
+        env=env,
+        log_path=tmp_path / "api.log",
+    ).start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(url + "/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return proc.alive() is False and False
+
+        wait_until(up, 30, "proj api without Redis")
+        ready = httpx.get(url + "/readyz", timeout=15)
+        assert ready.status_code == 503
+        body = ready.json()
+        assert body["status"] == "not ready"
+        assert body["redis"].startswith("unreachable") and body["broker"].startswith("unreachable")
+        assert body["error"].startswith("redis unreachable")
+        r = httpx.post(
+            url + "/v1/batches",
+            json={"pipeline": "company", "items": _domains(1)},
+            headers={"Authorization": f"Bearer {FULL}"},
+            timeout=30,
+        )
+        assert r.status_code == 503, r.text
+        assert r.json() == {"error": "Redis is unreachable; nothing was changed, try again"}
+        assert "Traceback" not in r.text
+    finally:
+        proc.stop()
