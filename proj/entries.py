@@ -3,6 +3,8 @@
 Dead letters (:mod:`proj.batch.dlq`) and quarantined messages (:mod:`proj.quarantine`) are
 both kept this way: listed oldest first, shown, taken atomically for a replay (each entry by
 exactly one of two concurrent replays), put back when a replay cannot submit them, dropped.
+A store's two keys share a hash tag (:mod:`proj.keys`), so each step is one transaction or
+script on Redis Cluster too.
 """
 
 from __future__ import annotations

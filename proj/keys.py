@@ -2,12 +2,22 @@
 
 Keys that one Lua script or transaction touches together share a Redis Cluster hash tag (the
 part in braces decides the slot): a breaker's three keys carry ``{<breaker>}``, a batch's keys
-``{<batch id>}``. So a breaker, a global rate limit (one key) and a batch's store work on
-Redis Cluster as on one Redis (``tests/integration/test_redis_cluster.py``)."""
+``{<batch id>}``, a parking lot's ``{<lot>}``, the dead letters ``{dlq}`` and the quarantine
+``{quarantine}``. What spans slots (the watchdog's index beside a batch, the set of lots beside
+a lot, the result cache and in-flight markers beside a batch) is kept by separate single-key
+commands, in an order that needs no atomicity across slots. So everything proj keeps in Redis
+works on Redis Cluster as on one Redis, with the same code
+(``tests/integration/test_redis_cluster.py``). Keys an earlier version wrote under names
+without a hash tag are moved by :mod:`proj.keys_upgrade`."""
 
 from __future__ import annotations
 
 PREFIX = "proj"
+
+#: The key layout's version: 2 since the hash tags. ``KEYS_VERSION`` holds the version whose
+#: layout the keys are in (:mod:`proj.keys_upgrade` moves an older layout's keys once).
+VERSION = 2
+KEYS_VERSION = f"{PREFIX}:keys:version"
 
 
 def breaker(name: str) -> str:
@@ -107,7 +117,8 @@ BATCHES = f"{PREFIX}:batches"  # zset: batch id -> start time
 
 
 def cache(pipeline: str, key: str) -> str:
-    """String: the result of an item with this idempotency key (TTL PROJ_CACHE_TTL_S)."""
+    """String: the result of an item with this idempotency key (TTL PROJ_CACHE_TTL_S). Each
+    cache key and in-flight marker is read and written by single-key commands (any slot)."""
     return f"{PREFIX}:cache:{pipeline}:{key}"
 
 
@@ -117,16 +128,19 @@ def inflight(pipeline: str, key: str) -> str:
     return f"{PREFIX}:inflight:{pipeline}:{key}"
 
 
-DLQ = f"{PREFIX}:dlq"  # hash: entry id -> JSON (input, error, traceback)
-DLQ_INDEX = f"{PREFIX}:dlq:index"  # zset: entry id -> time
+# The dead letters and the quarantine: each store's keys under one hash tag (its scripts and
+# transactions touch the entries and their index together).
+DLQ = f"{PREFIX}:{{dlq}}"  # hash: entry id -> JSON (input, error, traceback)
+DLQ_INDEX = f"{PREFIX}:{{dlq}}:index"  # zset: entry id -> time
 
-QUARANTINE = f"{PREFIX}:quarantine"  # hash: entry id -> JSON (raw message, queue, reason)
-QUARANTINE_INDEX = f"{PREFIX}:quarantine:index"  # zset: entry id -> time
-QUARANTINE_COUNTS = f"{PREFIX}:quarantine:counts"  # hash: problem kind -> messages ever
+QUARANTINE = f"{PREFIX}:{{quarantine}}"  # hash: entry id -> JSON (raw message, queue, reason)
+QUARANTINE_INDEX = f"{PREFIX}:{{quarantine}}:index"  # zset: entry id -> time
+QUARANTINE_COUNTS = f"{PREFIX}:{{quarantine}}:counts"  # hash: problem kind -> messages ever
 
 BATCH_LEASES = f"{PREFIX}:batches:leases"
-"""Zset: batch id -> when its runners' leases lapse (ms, Redis clock; no TTL, removed when the
-batch finishes): the workers' watchdog starts a batch again once that is past."""
+"""Zset: batch id -> when the watchdog should look at it again (ms, Redis clock; no TTL). A
+hint written after each lease step (:mod:`proj.batch.lease`), removed when the batch is seen
+finished: the batch's own hash and runners decide whether it is adopted."""
 
 
 def parked(lot: str, part: str | None = None) -> str:
@@ -136,10 +150,12 @@ def parked(lot: str, part: str | None = None) -> str:
     return f"{PREFIX}:parked:{{{lot}}}" + (f":{part}" if part else "")
 
 
-PARKED_LOTS = f"{PREFIX}:parked:lots"  # set of lot names with parked messages
+PARKED_LOTS = f"{PREFIX}:parked:lots"
+"""Set of lot names with parked messages (its own slot: :class:`proj.parking.Parking` keeps it
+beside a lot's keys with separate commands)."""
 
 
 def api_task(task_id: str) -> str:
-    """Hash: the task name and API key of a task enqueued through ``proj api`` (TTL
+    """String: the task name and API key of a task enqueued through ``proj api`` (TTL
     PROJ_API_TASK_TTL_S): ``GET /v1/tasks/{id}`` answers for these alone."""
     return f"{PREFIX}:api:task:{task_id}"

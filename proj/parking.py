@@ -3,7 +3,11 @@
 Per lot (see :mod:`proj.resilience.parking`), all under one hash tag:
 ``proj:parked:{lot}`` (zset: entry id -> due time, ms), ``proj:parked:{lot}:msgs`` (hash: entry
 id -> the task's signature as JSON) and ``proj:parked:{lot}:moving`` (zset: entry id -> when a
-mover's claim lapses, ms). ``proj:parked:lots`` is the set of lots.
+mover's claim lapses, ms). ``proj:parked:lots`` is the set of lots movers go through.
+
+A lot's keys change together (one script or transaction in the lot's slot); the set of lots
+lives in another slot on Redis Cluster, so it is kept with separate commands, ordered so that
+a parked message is never left in a lot the set lacks (:meth:`Parking.park`).
 
 A mover *claims* due entries (one Lua step: out of the due zset, into ``moving`` with a
 lease), publishes them, then *releases* them. A mover that dies between the two leaves its
@@ -55,14 +59,6 @@ return #ids
 """
 )
 
-# Forget the lot ARGV[1] when its messages hash KEYS[1] is empty. KEYS[2] the set of lots.
-_DROP_EMPTY = LuaScript(
-    """
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
-return 0
-"""
-)
-
 
 def _keys(lot: str) -> list[str]:
     return [keys.parked(lot), keys.parked(lot, "msgs"), keys.parked(lot, "moving")]
@@ -77,13 +73,21 @@ class Parking:
     def park(self, lot: str, due_s: float, message: str) -> str:
         """Keep ``message`` (a task signature, serialised by the caller) until ``due_s``
         (epoch seconds)."""
+        # The set of lots is in another slot: the lot joins it before and after its message
+        # is stored (messages enter a lot only here). A message would be stranded only if the
+        # last write to the set for its lot were a drop_empty's SREM. That drop looked after
+        # its SREM and found no message (else it added the lot back), so the message was
+        # stored after the SREM, and this second add came later still: the SREM was not the
+        # last write. The first add covers a parker that dies before its second (unless a drop
+        # falls in between: then the next park in that lot brings the lot back).
         entry_id = uuid.uuid4().hex
         due, msgs, _ = _keys(lot)
+        self.r.sadd(keys.PARKED_LOTS, lot)
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(msgs, entry_id, message)
         pipe.zadd(due, {entry_id: int(due_s * 1000)})
-        pipe.sadd(keys.PARKED_LOTS, lot)
         pipe.execute()
+        self.r.sadd(keys.PARKED_LOTS, lot)
         return entry_id
 
     def lots(self) -> list[str]:
@@ -129,4 +133,8 @@ class Parking:
 
     def drop_empty(self, lot: str) -> None:
         """Forget a lot with nothing in it (a new park adds it back)."""
-        _DROP_EMPTY.run(self.r, [keys.parked(lot, "msgs"), keys.PARKED_LOTS], [lot])
+        # Out of the set first, then look (see park): a message stored before the look is
+        # seen and the lot goes back; one stored after it is followed by its parker's add.
+        self.r.srem(keys.PARKED_LOTS, lot)
+        if self.r.exists(keys.parked(lot, "msgs")):
+            self.r.sadd(keys.PARKED_LOTS, lot)

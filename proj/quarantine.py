@@ -6,9 +6,10 @@ one line and goes on serving the rest. ``proj quarantine list|show|replay|drop``
 what is kept. Reading a message off the broker and publishing it again is the worker
 layer's (:mod:`proj.quarantine_messages`).
 
-``proj:quarantine`` (hash: entry id -> JSON) and ``proj:quarantine:index`` (zset: entry id
--> time) keep at most PROJ_QUARANTINE_MAX entries for PROJ_QUARANTINE_TTL_S;
-``proj:quarantine:counts`` counts messages by kind of problem.
+``proj:{quarantine}`` (hash: entry id -> JSON) and ``proj:{quarantine}:index`` (zset: entry
+id -> time) keep at most PROJ_QUARANTINE_MAX entries for PROJ_QUARANTINE_TTL_S;
+``proj:{quarantine}:counts`` counts messages by kind of problem. One hash tag: the step that
+adds an entry and keeps the bounds is one script on Redis Cluster too.
 """
 
 from __future__ import annotations

@@ -103,6 +103,23 @@ def prepare_for_fork(**_: Any) -> None:
     shared_ssl_context()
 
 
+def upgrade_keys(**_: Any) -> None:
+    """In a worker's main process, at start: move what an earlier version kept in Redis under
+    other names (:mod:`proj.keys_upgrade`); with short timeouts, so a Redis that is down
+    costs one log line and a second or two."""
+    import redis
+
+    from proj.keys_upgrade import upgrade_quietly
+    from proj.settings import get_settings
+
+    url = get_settings().broker.redis_url
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+    try:
+        upgrade_quietly(client)
+    finally:
+        client.close()
+
+
 def stop_runtime(**_: Any) -> None:
     """In an exiting pool process: flush pending breaker and outcome counts, close pools."""
     from proj.provider import runtime
@@ -176,6 +193,7 @@ def connect(app: Any) -> None:
     )
     signals.before_task_publish.connect(stamp_sent_at, weak=False, dispatch_uid="proj.sent_at")
     signals.worker_init.connect(prepare_for_fork, weak=False, dispatch_uid="proj.prefork")
+    signals.worker_init.connect(upgrade_keys, weak=False, dispatch_uid="proj.keys_upgrade")
     signals.celeryd_init.connect(check_worker_queues, weak=False, dispatch_uid="proj.queues")
     signals.worker_process_init.connect(remember_node, weak=False, dispatch_uid="proj.node")
     signals.worker_process_init.connect(start_runtime, weak=False, dispatch_uid="proj.runtime")

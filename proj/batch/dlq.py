@@ -1,7 +1,8 @@
 """The dead-letter store: items that failed for good, with their input, error and traceback.
 
-``proj:dlq`` (hash: entry id -> JSON) and ``proj:dlq:index`` (zset: entry id -> time). An
-entry's id is ``{batch}:{index}``, so the same item is dead-lettered once.
+``proj:{dlq}`` (hash: entry id -> JSON) and ``proj:{dlq}:index`` (zset: entry id -> time),
+under one hash tag so that taking an entry is one script on Redis Cluster too. An entry's id
+is ``<batch>:<index>``, so the same item is dead-lettered once.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A runner's items: what happens to each item it claims, from the claim to its outcome.
 
 Of a claimed slice, the result cache answers what it holds (no provider call); the rest get an
-in-flight marker per input (``proj:inflight:{pipeline}:{key}``, SET NX), so two batches never
+in-flight marker per input (``proj:inflight:<pipeline>:<key>``, SET NX), so two batches never
 compute the same input at once: an item whose marker another live runner holds waits for that
 result, one whose marker names a dead runner is taken over. An item runs on the event loop and
 ends done, deferred (an open breaker, a rate-limit wait, a 429: no attempt counted), put back

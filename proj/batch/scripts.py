@@ -133,3 +133,35 @@ redis.call('HSET', KEYS[1], 'status', 'finished', 'finished', now, 'updated', no
 return 1
 """
 )
+
+# Store a new batch, all of it or nothing, unless its hash exists (a second submitter of the
+# same id, or a retried request, writes nothing).
+# KEYS[1] batch hash, [2] items, [3] keys, [4] order
+# ARGV[1] ttl s, [2] JSON object of the hash's fields, [3] n items, then n item JSONs, n
+# idempotency keys, and (when items carry a priority) n indexes in claim order
+# Returns 1 if stored, 0 if the batch existed.
+CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local ttl, n = tonumber(ARGV[1]), tonumber(ARGV[3])
+local args = {}
+for k, v in pairs(cjson.decode(ARGV[2])) do
+  args[#args + 1] = k
+  args[#args + 1] = tostring(v)
+end
+redis.call('HSET', KEYS[1], unpack(args))
+local function fill(key, first)
+  for start = 0, n - 1, 500 do
+    local pairs_ = {}
+    for i = start, math.min(start + 499, n - 1) do
+      pairs_[#pairs_ + 1] = i
+      pairs_[#pairs_ + 1] = ARGV[first + i]
+    end
+    redis.call('HSET', key, unpack(pairs_))
+  end
+end
+fill(KEYS[2], 4)
+fill(KEYS[3], 4 + n)
+if #ARGV >= 3 + 3 * n then fill(KEYS[4], 4 + 2 * n) end
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
+return 1
+"""

@@ -6,7 +6,7 @@ Data model (keys in :mod:`proj.keys`; every key expires PROJ_BATCH_TTL_S after t
                                      duplicates, pass (1, then 2 for the retry of failures),
                                      status (running|finished), started, updated, finished,
                                      runners (how many it should have), adopted (restarts by
-                                     the watchdog in a row)
+                                     the watchdog in a row), watch_at (no adoption before, ms)
     proj:batch:{id}:items      hash  index -> item JSON
     proj:batch:{id}:keys       hash  index -> idempotency key
     proj:batch:{id}:order      hash  claim position -> index, when items carry a priority
@@ -21,10 +21,10 @@ Data model (keys in :mod:`proj.keys`; every key expires PROJ_BATCH_TTL_S after t
 
 Shared by the batches of a pipeline, and the dead letters::
 
-    proj:cache:{pipeline}:{key}     string  result JSON of an idempotency key (PROJ_CACHE_TTL_S)
-    proj:inflight:{pipeline}:{key}  string  marker JSON: batch, item, runner computing it now
+    proj:cache:<pipeline>:<key>     string  result JSON of an idempotency key (PROJ_CACHE_TTL_S)
+    proj:inflight:<pipeline>:<key>  string  marker JSON: batch, item, runner computing it now
                                             (TTL the item lease)
-    proj:dlq, proj:dlq:index                dead letters (:mod:`proj.batch.dlq`)
+    proj:{dlq}, proj:{dlq}:index            dead letters (:mod:`proj.batch.dlq`)
 
 An item is claimed with a lease; a runner that dies leaves leases that expire, or are released
 at once when its own lease is seen gone, and any runner (or ``proj batch resume``) claims those
@@ -37,15 +37,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 
 from proj import keys
 from proj.batch import dlq, scripts
+from proj.batch.shared import SharedKeys
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def claim_order(items: list[dict[str, Any]]) -> list[int] | None:
     return sorted(range(len(items)), key=lambda i: -int(items[i].get("priority") or 0))
 
 
-class BatchStore:
+class BatchStore(SharedKeys):
     """Async access to batches in Redis (one instance per process and event loop): every key
     of a batch, the result cache and in-flight markers its items share with other batches, and
     its dead letters. Runners, the submitter and watchers go through it, never Redis itself."""
@@ -95,6 +95,7 @@ class BatchStore:
     def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
         self.r = client
         self.ttl_s = ttl_s
+        self._create = client.register_script(scripts.CREATE)
         self._claim = client.register_script(scripts.CLAIM)
         self._complete = client.register_script(scripts.COMPLETE)
         self._delay = client.register_script(scripts.DELAY)
@@ -118,10 +119,10 @@ class BatchStore:
         fresh: bool = False,
         meta: Mapping[str, str] | None = None,
     ) -> bool:
-        """Store a new batch, all of it or nothing (a transaction watching its hash, so two
-        submitters of one id cannot both write it and a crash leaves no half-made batch).
-        ``meta``: more fields of its hash (the API's request hash, callback URL). Returns
-        False if a batch with this id already exists."""
+        """Store a new batch, all of it or nothing (one script: two submitters of one id
+        cannot both write it, and a crash leaves no half-made batch). ``meta``: more fields of
+        its hash (the API's request hash, callback URL). Returns False if a batch with this id
+        already exists."""
         fields: dict[str, Any] = {
             **(meta or {}),
             "pipeline": pipeline,
@@ -138,27 +139,20 @@ class BatchStore:
             "started": now,
             "updated": int(now * 1000),
         }
-        order = claim_order(items)
-        async with self.r.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(self.k(batch_id))
-                if await pipe.exists(self.k(batch_id)):
-                    return False
-                pipe.multi()
-                pipe.hset(self.k(batch_id), mapping=fields)  # type: ignore[arg-type]
-                for start in range(0, len(items), 1000):
-                    chunk = range(start, min(len(items), start + 1000))
-                    pipe.hset(
-                        self.k(batch_id, "items"), mapping={i: json.dumps(items[i]) for i in chunk}
-                    )
-                    pipe.hset(self.k(batch_id, "keys"), mapping={i: item_keys[i] for i in chunk})
-                    if order is not None:
-                        pipe.hset(self.k(batch_id, "order"), mapping={i: order[i] for i in chunk})
-                for part in (None, "items", "keys", "order"):
-                    pipe.expire(self.k(batch_id, part), self.ttl_s)
-                await pipe.execute()  # one hash slot ({batch id}): a transaction on a cluster too
-            except WatchError:
-                return False  # another submitter of this id got there first
+        order = claim_order(items) or []
+        # Strings already: Lua would print a float with 14 digits.
+        args: list[str | int] = [
+            self.ttl_s,
+            json.dumps({k: str(v) for k, v in fields.items()}),
+            len(items),
+        ]
+        args += [json.dumps(item) for item in items]
+        args += [*item_keys, *order]
+        created = await self._create(
+            keys=self._keys(batch_id, None, "items", "keys", "order"), args=args
+        )
+        if not created:
+            return False
         await self.r.zadd(keys.BATCHES, {batch_id: now})  # the listing, in another slot
         return True
 
@@ -316,47 +310,3 @@ class BatchStore:
     async def meta(self, batch_id: str, field: str) -> str | None:
         v = await self.r.hget(self.k(batch_id), field)
         return None if v is None else _s(v)
-
-    # --- shared by every batch of a pipeline: the result cache, in-flight markers ----------
-    async def cached(self, pipeline: str, item_keys: Sequence[str]) -> list[str | None]:
-        """The cached result JSON of each idempotency key (None: not cached)."""
-        if not item_keys:
-            return []
-        hits = await self.r.mget([keys.cache(pipeline, k) for k in item_keys])
-        return [None if h is None else _s(h) for h in hits]
-
-    async def mark_in_flight(
-        self, pipeline: str, markers: Sequence[tuple[str, str]], ttl_ms: int
-    ) -> list[bool]:
-        """Set each (idempotency key, marker JSON) unless another is there (SET NX, for
-        ``ttl_ms``); True where this call set it."""
-        if not markers:
-            return []
-        pipe = self.r.pipeline(transaction=False)
-        for key, marker in markers:
-            pipe.set(keys.inflight(pipeline, key), marker, nx=True, px=ttl_ms)
-        return [bool(ok) for ok in await pipe.execute()]
-
-    async def in_flight(self, pipeline: str, item_keys: Sequence[str]) -> list[tuple[str, Any]]:
-        """(marker key, its value now or None) of each idempotency key: what a takeover of a
-        dead runner's marker (:meth:`proj.batch.lease.RunnerLeases.take_marker`) compares."""
-        marker_keys = [keys.inflight(pipeline, k) for k in item_keys]
-        return list(zip(marker_keys, await self.r.mget(marker_keys), strict=True))
-
-    async def clear_in_flight(self, pipeline: str, *item_keys: str) -> None:
-        """Drop the in-flight markers of these idempotency keys (the item is put back)."""
-        await self.r.delete(*(keys.inflight(pipeline, k) for k in item_keys))
-
-    async def settle(
-        self, pipeline: str, results: Mapping[str, str], cache_ttl_s: int, done: Sequence[str]
-    ) -> None:
-        """In one round trip: cache ``results`` (idempotency key -> result JSON) for
-        ``cache_ttl_s``, and drop the in-flight markers of the ``done`` keys."""
-        if not results and not done:
-            return
-        pipe = self.r.pipeline(transaction=False)
-        for key, payload in results.items():
-            pipe.set(keys.cache(pipeline, key), payload, ex=cache_ttl_s)
-        if done:
-            pipe.delete(*(keys.inflight(pipeline, k) for k in done))
-        await pipe.execute()

@@ -2,8 +2,9 @@
 again, so a batch heals without ``proj batch resume``.
 
 Every PROJ_BATCH_WATCHDOG_INTERVAL_S, on the worker's timer (the event loop of its main
-process), it reads the batches whose runner leases have lapsed (:mod:`proj.batch.lease`) and
-tries to adopt each. Adopting is one Lua step, so of all the workers that try, one wins; the
+process), it reads the batches whose runner leases the index says have lapsed
+(:mod:`proj.batch.lease`) and tries to adopt each. Adopting is one Lua step on the batch's
+keys, which decides from the batch itself, so of all the workers that try, one wins; the
 winner releases the batch's item leases and sends the batch's runners. A runner killed with
 its worker (SIGKILL, OOM), one that lost Redis, or a hand-over message lost in an outage is
 noticed a lease after its last renewal (PROJ_BATCH_RUNNER_LEASE_S).

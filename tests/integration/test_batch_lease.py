@@ -127,6 +127,7 @@ def test_adopt_again_in_a_row_doubles_the_grace(
 ) -> None:
     for times in (1, 2, 3):
         redis_client.zadd(keys.BATCH_LEASES, {batch: 1})
+        redis_client.hset(keys.batch(batch), "watch_at", 1)  # the last adoption's grace lapsed
         adopted = leases.adopt(redis_client, batch)
         assert adopted is not None and adopted[2] == times
         grace_ms = redis_client.zscore(keys.BATCH_LEASES, batch) - _now_ms(redis_client)  # type: ignore[operator]
@@ -152,6 +153,42 @@ def test_adopt_drops_a_finished_batch_from_the_index(
     assert leases.orphans(redis_client) == [batch]
     assert leases.adopt(redis_client, batch) is None
     assert leases.orphans(redis_client) == []
+
+
+def test_expected_runners_get_a_grace_a_stale_index_entry_does_not_cut_short(
+    redis_client: redis_lib.Redis, leases: RunnerLeases, batch: str
+) -> None:
+    _run(_url(redis_client), lambda r: leases.expect(r, batch, 2))
+    due = redis_client.zscore(keys.BATCH_LEASES, batch)
+    assert due is not None and due > _now_ms(redis_client) + LEASE_S * 1000 * 0.5
+    redis_client.zadd(keys.BATCH_LEASES, {batch: 1})  # the watchdog looks too early
+    assert leases.adopt(redis_client, batch) is None
+    assert not _released(redis_client)
+    assert redis_client.zscore(keys.BATCH_LEASES, batch) == due  # the hint is right again
+
+
+def test_a_heartbeat_writes_a_running_batch_back_into_the_index(
+    redis_client: redis_lib.Redis, leases: RunnerLeases, batch: str
+) -> None:
+    url = _url(redis_client)
+    _run(url, lambda r: leases.join(r, batch, "n/1/a"))
+    redis_client.zrem(keys.BATCH_LEASES, batch)  # the hint was lost
+    _run(url, lambda r: leases.heartbeat(r, batch, "n/1/a"))
+    due = redis_client.zscore(keys.BATCH_LEASES, batch)
+    assert due is not None and due > _now_ms(redis_client)
+
+
+def test_a_finished_batch_leaves_the_index_when_its_last_runner_leaves(
+    redis_client: redis_lib.Redis, leases: RunnerLeases, batch: str
+) -> None:
+    url = _url(redis_client)
+    _run(url, lambda r: leases.join(r, batch, "n/1/a"))
+    _run(url, lambda r: leases.leave(r, batch, "n/1/a", orphaned=False))
+    assert redis_client.zscore(keys.BATCH_LEASES, batch)  # running: still watched
+    _run(url, lambda r: leases.join(r, batch, "n/1/b"))
+    redis_client.hset(keys.batch(batch), "status", "finished")
+    _run(url, lambda r: leases.leave(r, batch, "n/1/b", orphaned=False))
+    assert redis_client.zscore(keys.BATCH_LEASES, batch) is None
 
 
 def test_marker_of_a_live_runner_is_kept_and_of_a_dead_one_taken(
