@@ -148,14 +148,19 @@ class DeclaredRouter(routes.Router):
         out = super().route(options, name, *args, **kwargs)
         queue = _queue_name(out)
         if queue is not None:
-            settings = get_settings()
-            config = settings.queue_config
-            if self._depths is None or self._depths.config is not config:
-                if self._depths is not None:
-                    self._depths.close()
-                self._depths = Depths(config, settings.broker.broker_url)
-            self._depths.check(queue)
+            self.check_room(queue)
         return out
+
+    def check_room(self, queue: str) -> None:
+        """Raise :class:`QueueFull` if ``queue`` is at its maximum depth (a caller about to
+        store work that it will then enqueue asks first)."""
+        settings = get_settings()
+        config = settings.queue_config
+        if self._depths is None or self._depths.config is not config:
+            if self._depths is not None:
+                self._depths.close()
+            self._depths = Depths(config, settings.broker.broker_url)
+        self._depths.check(queue)
 
 
 class AMQP(CeleryAMQP):

@@ -96,7 +96,8 @@ def concurrency_memory(queues: str) -> str:
 
 def batch(batch_id: str, part: str | None = None) -> str:
     """A batch's hash (``part`` None) or one of its parts: items, keys, state, results, errors,
-    attempts, leases, delayed, runners (zset: runner id -> lease expiry ms). All expire
+    attempts, leases, delayed, runners (zset: runner id -> lease expiry ms), order,
+    positions (index -> the item's places in the request that submitted it). All expire
     PROJ_BATCH_TTL_S after the batch's last update."""
     return f"{PREFIX}:batch:{{{batch_id}}}" + (f":{part}" if part else "")
 
@@ -112,6 +113,7 @@ BATCH_PARTS = (
     "delayed",
     "runners",
     "order",
+    "positions",
 )
 BATCHES = f"{PREFIX}:batches"  # zset: batch id -> start time
 

@@ -133,5 +133,28 @@ class AllowList:
             raise Refused(f"host {host!r} does not resolve")
         for a in addresses:
             ip = ipaddress.ip_address(a.split("%", 1)[0])
-            if not (ip.is_global or self._listed_address(str(ip))):
-                raise Refused(f"host {host!r} resolves to {ip}, which is not a public address")
+            inner = _embedded_ipv4(ip)
+            public = ip.is_global and (inner is None or inner.is_global)
+            if not (public or self._listed_address(str(ip))):
+                shown = f"{ip} ({inner})" if inner is not None else str(ip)
+                raise Refused(f"host {host!r} resolves to {shown}, which is not a public address")
+
+
+#: IPv6 prefixes that carry an IPv4 address in their last 32 bits (NAT64, IPv4-compatible).
+_CARRIERS = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"))
+
+
+def _embedded_ipv4(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address leads to (mapped, 6to4, NAT64, IPv4-compatible)."""
+    if ip.version == 4:
+        return None
+    assert isinstance(ip, ipaddress.IPv6Address)
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in net for net in _CARRIERS) and int(ip) > 1:  # not :: or ::1
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None

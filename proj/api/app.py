@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from proj.api import batches, errors, health, tasks
 from proj.api.bodylimit import BodyLimit
+from proj.api.errors import SafeJSONResponse
 from proj.api.keys import KeyRing
 from proj.batch.store import BatchStore
 from proj.guard import connections
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=version("proj"),
         summary="Submit batches and tasks, follow them, get called back.",
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
     )
     api.state.settings = settings
     api.state.keys = KeyRing.load(settings.api.keys_path)

@@ -19,15 +19,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
 from proj.api.auth import BatchReader, BatchWriter, check_owner
-from proj.api.errors import ApiError
+from proj.api.errors import ApiError, SafeJSONResponse
 from proj.api.keys import ApiKey
+from proj.api.links import link
 from proj.batch.store import BatchStore, Progress
-from proj.batch.submit import FINALIZE_WAIT_S, asubmit, prepare, rewatch
+from proj.batch.submit import FINALIZE_WAIT_S, NotStarted, asubmit, prepare, rewatch
 from proj.errors import QueueFull
 from proj.pipelines import registry
 from proj.settings import Settings
@@ -83,9 +84,9 @@ def _batch_id(key: ApiKey, idempotency_key: str | None) -> str:
 
 def _links(request: Request, batch_id: str) -> dict[str, str]:
     return {
-        "status_url": str(request.url_for("get_batch", batch_id=batch_id)),
-        "results_url": str(request.url_for("batch_results", batch_id=batch_id)),
-        "events_url": str(request.url_for("batch_events", batch_id=batch_id)),
+        "status_url": link(request, "get_batch", batch_id=batch_id),
+        "results_url": link(request, "batch_results", batch_id=batch_id),
+        "events_url": link(request, "batch_events", batch_id=batch_id),
     }
 
 
@@ -115,15 +116,22 @@ def _check_request(body: BatchRequest, settings: Settings) -> None:
 
 async def _replay(
     store: BatchStore, batch_id: str, fingerprint: str, key: str, settings: Settings
-) -> dict[str, Any]:
-    """The answer to a retried request: the batch its first try made."""
+) -> SafeJSONResponse:
+    """The answer to a retried request: the first one's answer, for the batch it made."""
     if await store.meta(batch_id, "request") != fingerprint:
         raise ApiError(
             422, f"Idempotency-Key {key!r} was used for a different request; use a new key"
         )
     await rewatch(store, batch_id, settings)
-    p = await store.progress(batch_id)
-    return {"accepted": p.total if p else 0, "duplicates": p.duplicates if p else 0}
+    answer = json.loads(await store.meta(batch_id, "answer") or "{}")
+    headers = {"Location": answer.get("status_url", ""), "Idempotent-Replayed": "true"}
+    return SafeJSONResponse(answer, 202, headers=headers)
+
+
+def _fingerprint(body: BatchRequest) -> str:
+    return hashlib.sha256(
+        json.dumps(body.model_dump(), sort_keys=True, default=str).encode()
+    ).hexdigest()
 
 
 @router.post(
@@ -137,20 +145,14 @@ async def submit_batch(
     request: Request,
     key: BatchWriter,
     idempotency_key: str | None = Header(None, min_length=1, max_length=255),
-) -> JSONResponse:
+) -> SafeJSONResponse:
     """Validate every item, store the batch and start it; 202 with its id and URLs."""
     settings, store = _settings(request), _store(request)
     _check_request(body, settings)
-    fingerprint = hashlib.sha256(
-        json.dumps(body.model_dump(), sort_keys=True, default=str).encode()
-    ).hexdigest()
     batch_id = _batch_id(key, idempotency_key)
-    links = _links(request, batch_id)
-    headers = {"Location": links["status_url"]}
+    fingerprint = await asyncio.to_thread(_fingerprint, body)
     if idempotency_key is not None and await store.meta(batch_id, "request") is not None:
-        replay = await _replay(store, batch_id, fingerprint, idempotency_key, settings)
-        out = {"batch_id": batch_id, **links, **replay, "rejected": []}
-        return JSONResponse(out, 202, headers={**headers, "Idempotent-Replayed": "true"})
+        return await _replay(store, batch_id, fingerprint, idempotency_key, settings)
     prepared = await asyncio.to_thread(prepare, body.pipeline, body.items, batch_id=batch_id)
     rejected = [r.to_dict() for r in prepared.handle.rejected]
     if rejected and not body.partial:
@@ -158,27 +160,36 @@ async def submit_batch(
         raise ApiError(422, f"{rejected[0]['message']}{more}; nothing was queued", errors=rejected)
     if not prepared.items:
         raise ApiError(422, "items: no valid items; nothing was queued", errors=rejected)
-    meta = {"request": fingerprint, "api_key": key.name, "results_url": links["results_url"]}
+    links = _links(request, batch_id)
+    answer = {
+        "batch_id": batch_id,
+        **links,
+        "accepted": prepared.handle.accepted,
+        "duplicates": prepared.handle.duplicates,
+        "rejected": rejected,
+    }
+    meta = {
+        "request": fingerprint,
+        "answer": json.dumps(answer, default=repr),
+        "api_key": key.name,
+        "results_url": links["results_url"],
+    }
     if body.callback_url is not None:
         meta["callback_url"] = body.callback_url
     try:
         handle = await asubmit(
             store, prepared, urgent=body.urgent, fresh=body.fresh, meta=meta, settings=settings
         )
-    except QueueFull as err:
+    except QueueFull as err:  # nothing was stored
         raise ApiError(503, str(err), headers={"Retry-After": "5"}) from None
-    if handle.existing:  # the same key raced us, or an id was reused
-        replay = await _replay(store, batch_id, fingerprint, idempotency_key or "", settings)
-        out = {"batch_id": batch_id, **links, **replay, "rejected": []}
-        return JSONResponse(out, 202, headers={**headers, "Idempotent-Replayed": "true"})
-    out = {
-        "batch_id": batch_id,
-        **links,
-        "accepted": handle.accepted,
-        "duplicates": handle.duplicates,
-        "rejected": rejected,
-    }
-    return JSONResponse(out, 202, headers=headers)
+    except NotStarted as err:
+        again = (
+            "send it again with the same Idempotency-Key" if idempotency_key else "send it again"
+        )
+        raise ApiError(503, f"{err}; {again}", headers={"Retry-After": "5"}) from None
+    if handle.existing:  # the same key raced us
+        return await _replay(store, batch_id, fingerprint, idempotency_key or "", settings)
+    return SafeJSONResponse(answer, 202, headers={"Location": links["status_url"]})
 
 
 async def _owned(request: Request, key: ApiKey, batch_id: str) -> Progress:
@@ -217,11 +228,14 @@ async def batch_results(
     batch_id: str,
     request: Request,
     key: BatchReader,
-    cursor: int = Query(0, ge=0, description="The first index to send (the last one seen + 1)."),
+    cursor: int = Query(
+        0, ge=0, description="Resume after a line: its `cursor` (0: from the start)."
+    ),
     limit: int | None = Query(None, ge=1, description="Send at most this many."),
 ) -> StreamingResponse:
-    """Settled items in index order from ``cursor``, one JSON object per line, up to the
-    first item not settled yet: resume with ``cursor`` = the last index received + 1."""
+    """Settled items, one JSON object per line, up to the first item not settled yet: each
+    with its ``index`` in the request (and ``repeats``, the other places it had there) and the
+    ``cursor`` to resume after it."""
     p = await _owned(request, key, batch_id)
     store, finished = _store(request), p.status == "finished"
     end = p.total if limit is None else min(p.total, cursor + limit)
@@ -232,9 +246,12 @@ async def batch_results(
             chunk = await store.settled(
                 batch_id, at, min(RESULTS_CHUNK, end - at), finished=finished
             )
-            for index, state, value in chunk:
-                field = "result" if state == "done" else "error"
-                yield (json.dumps({"index": index, "status": state, field: value}) + "\n").encode()
+            for index, places, state, value in chunk:
+                line: dict[str, Any] = {"index": places[0], "cursor": index + 1, "status": state}
+                line["result" if state == "done" else "error"] = value
+                if len(places) > 1:  # the same item more than once in the request
+                    line["repeats"] = places[1:]
+                yield (json.dumps(line) + "\n").encode()
             if len(chunk) < min(RESULTS_CHUNK, end - at):
                 return
             at += len(chunk)

@@ -4,6 +4,7 @@ the details a client can act on (the rejected items, the field)."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,31 @@ from kombu.exceptions import OperationalError
 from starlette.exceptions import HTTPException
 
 logger = logging.getLogger("proj.api")
+
+
+def safe(value: Any) -> Any:
+    """``value`` as strict JSON can carry it: NaN and infinities (which Python's JSON parser
+    accepts in a request) become their repr, a string with a lone surrogate its escapes."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, Mapping):
+        return {safe(k): safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [safe(v) for v in value]
+    return value
+
+
+class SafeJSONResponse(JSONResponse):
+    """Every answer of ``proj api``: strict JSON whatever the request echoed back."""
+
+    def render(self, content: Any) -> bytes:
+        return super().render(safe(content))
 
 
 class ApiError(Exception):
@@ -35,7 +61,7 @@ class ApiError(Exception):
         self.details = details
 
     def response(self) -> JSONResponse:
-        return JSONResponse(
+        return SafeJSONResponse(
             {"error": self.message, **self.details}, self.status, headers=self.headers
         )
 
@@ -75,7 +101,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         line, problems = validation_message(list(exc.errors()))
-        return JSONResponse({"error": line, "errors": problems}, 422)
+        return SafeJSONResponse({"error": line, "errors": problems}, 422)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
+from proj.api.errors import SafeJSONResponse
 from proj.app import app as celery_app
 
 router = APIRouter(tags=["health"])
@@ -24,12 +25,25 @@ def _broker() -> None:
         conn.ensure_connection(max_retries=1, timeout=CHECK_TIMEOUT_S)
 
 
+#: One broker probe at a time, on a thread of its own: probes of a broker that hangs do not
+#: pile up in the threads requests use.
+_prober = ThreadPoolExecutor(1, thread_name_prefix="proj-api-readyz")
+_probe: asyncio.Future[None] | None = None
+
+
+def _broker_probe() -> asyncio.Future[None]:
+    global _probe
+    if _probe is None or _probe.done():
+        _probe = asyncio.get_running_loop().run_in_executor(_prober, _broker)
+    return _probe
+
+
 @router.get("/readyz", responses={503: {}})
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(request: Request) -> SafeJSONResponse:
     checks: dict[str, Any] = {}
     for name, probe in (
         ("redis", request.app.state.store.r.ping()),
-        ("broker", asyncio.to_thread(_broker)),
+        ("broker", asyncio.shield(_broker_probe())),
     ):
         try:
             await asyncio.wait_for(probe, CHECK_TIMEOUT_S + 1)
@@ -40,4 +54,4 @@ async def readyz(request: Request) -> JSONResponse:
     body = {"status": "ready" if ready else "not ready", **checks}
     if not ready:
         body["error"] = "; ".join(f"{k} {v}" for k, v in checks.items() if v != "ok")
-    return JSONResponse(body, 200 if ready else 503)
+    return SafeJSONResponse(body, 200 if ready else 503)

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 from celery.result import AsyncResult
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from proj import keys
 from proj.api import arguments
 from proj.api.auth import TaskReader, TaskWriter, check_owner
-from proj.api.errors import ApiError
+from proj.api.errors import ApiError, SafeJSONResponse
+from proj.api.links import link
 from proj.app import app as celery_app
 from proj.errors import QueueFull
 
@@ -40,7 +41,9 @@ def exposed() -> dict[str, Any]:
 
 
 @router.post("/{name}", status_code=202, responses={401: {}, 403: {}, 404: {}, 422: {}, 429: {}})
-async def enqueue(name: str, body: TaskRequest, request: Request, key: TaskWriter) -> JSONResponse:
+async def enqueue(
+    name: str, body: TaskRequest, request: Request, key: TaskWriter
+) -> SafeJSONResponse:
     """Check the arguments against the task's signature, then enqueue it; 202 with its id."""
     task = exposed().get(name)
     if task is None:
@@ -48,17 +51,23 @@ async def enqueue(name: str, body: TaskRequest, request: Request, key: TaskWrite
     problem = arguments.check(task.run, body.args, body.kwargs)
     if problem is not None:
         raise ApiError(422, f"{name}: {problem}; nothing was queued")
-    try:
-        result = await asyncio.to_thread(
-            task.apply_async, body.args, body.kwargs, countdown=body.countdown
-        )
-    except QueueFull as err:
-        raise ApiError(503, str(err), headers={"Retry-After": "5"}) from None
+    # The record first: a task that is queued is always one GET /v1/tasks/{id} knows.
+    task_id = str(uuid.uuid4())
     r = request.app.state.store.r
     ttl = request.app.state.settings.api.task_ttl_s
-    await r.set(keys.api_task(result.id), json.dumps({"task": name, "key": key.name}), ex=ttl)
-    url = str(request.url_for("get_task", task_id=result.id))
-    return JSONResponse({"task_id": result.id, "status_url": url}, 202, headers={"Location": url})
+    await r.set(keys.api_task(task_id), json.dumps({"task": name, "key": key.name}), ex=ttl)
+    try:
+        await asyncio.to_thread(
+            task.apply_async, body.args, body.kwargs, countdown=body.countdown, task_id=task_id
+        )
+    except Exception as exc:
+        await r.delete(keys.api_task(task_id))
+        if isinstance(exc, QueueFull):
+            raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
+        raise
+    url = link(request, "get_task", task_id=task_id)
+    answer = {"task_id": task_id, "status_url": url}
+    return SafeJSONResponse(answer, 202, headers={"Location": url})
 
 
 def _outcome(task_id: str) -> dict[str, Any]:

@@ -31,9 +31,21 @@ async def finalize(store: BatchStore, pipeline: ItemPipeline, batch_id: str) -> 
             await store.set_meta(batch_id, summary=json.dumps(summary, default=str))
     except Exception:
         logger.exception("batch %s: the pipeline's last step failed", batch_id)
-    await store.mark_finalized(batch_id)
     if await store.meta(batch_id, "callback_url"):
-        from proj.tasks.callbacks import deliver
-
-        await asyncio.to_thread(deliver.delay, batch_id)
+        await _send_callback(store, batch_id)
+    await store.mark_finalized(batch_id)
     logger.info("batch %s finished: %d done, %d failed", batch_id, len(results), len(errors))
+
+
+async def _send_callback(store: BatchStore, batch_id: str) -> None:
+    """Enqueue the batch's completion callback (before the batch is marked finalized, so a
+    watcher that sees it finalized knows the callback is on its way); a failure to enqueue is
+    kept on the batch for ``GET /v1/batches/{id}`` and logged, and the batch finishes anyway."""
+    from proj.tasks.callbacks import deliver
+
+    try:
+        await asyncio.to_thread(deliver.delay, batch_id)
+    except Exception as exc:  # the broker gone, the queue full
+        logger.error("batch %s: callback not enqueued: %s", batch_id, exc)
+        record = {"status": "failed", "detail": f"not enqueued: {exc}", "at": time.time()}
+        await store.set_meta(batch_id, callback=json.dumps(record))

@@ -4,12 +4,8 @@ watchdog's index alone, or one in-flight marker alone."""
 
 from __future__ import annotations
 
+from proj.resilience.lua import NOW_MS as _CLOCK
 from proj.resilience.lua import LuaScript
-
-_CLOCK = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
 
 # The steps on a batch: KEYS[1] its hash, [2] its runners, [3] its item leases (one slot).
 # Shared by them: release() makes every item lease claimable now; due() is what the caller

@@ -5,10 +5,7 @@ Every script reads the time from Redis (``now``, ms), so runners on many hosts s
 
 from __future__ import annotations
 
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
+from proj.resilience.lua import NOW_MS as _NOW
 
 # Claim up to n items: ready delayed ones first, then new ones, then expired leases.
 # KEYS[1] batch hash, [2] leases, [3] delayed, [4] state, [5] order (may not exist)
@@ -136,9 +133,10 @@ return 1
 
 # Store a new batch, all of it or nothing, unless its hash exists (a second submitter of the
 # same id, or a retried request, writes nothing).
-# KEYS[1] batch hash, [2] items, [3] keys, [4] order
-# ARGV[1] ttl s, [2] JSON object of the hash's fields, [3] n items, then n item JSONs, n
-# idempotency keys, and (when items carry a priority) n indexes in claim order
+# KEYS[1] batch hash, [2] items, [3] keys, [4] order, [5] positions
+# ARGV[1] ttl s, [2] JSON object of the hash's fields, [3] n items, [4] '1' if claim order
+# follows, [5] '1' if request positions follow; then n item JSONs, n idempotency keys, and
+# as flagged n indexes in claim order and n JSON lists of request positions
 # Returns 1 if stored, 0 if the batch existed.
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -159,9 +157,14 @@ local function fill(key, first)
     redis.call('HSET', key, unpack(pairs_))
   end
 end
-fill(KEYS[2], 4)
-fill(KEYS[3], 4 + n)
-if #ARGV >= 3 + 3 * n then fill(KEYS[4], 4 + 2 * n) end
-for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
+-- KEYS[i] is filled when ARGV[i] is '1' (order, positions); items and keys always are
+local at = 6
+for i = 2, 5 do
+  if i < 4 or ARGV[i] == '1' then
+    fill(KEYS[i], at)
+    at = at + n
+  end
+end
+for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ttl) end
 return 1
 """

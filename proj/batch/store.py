@@ -11,6 +11,9 @@ Data model (keys in :mod:`proj.keys`; every key expires PROJ_BATCH_TTL_S after t
     proj:batch:{id}:keys       hash  index -> idempotency key
     proj:batch:{id}:order      hash  claim position -> index, when items carry a priority
                                      (highest first; absent: positions are indexes)
+    proj:batch:{id}:positions  hash  index -> JSON list of the item's places in the request that
+                                     submitted it, when invalid or repeated items make them
+                                     differ from its index (``proj api``)
     proj:batch:{id}:state      hash  index -> done | failed
     proj:batch:{id}:results    hash  index -> result JSON (written once: HSETNX)
     proj:batch:{id}:errors     hash  index -> error JSON of its last failure
@@ -37,7 +40,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,11 +121,13 @@ class BatchStore(SharedKeys):
         now: float,
         fresh: bool = False,
         meta: Mapping[str, str] | None = None,
+        positions: Sequence[list[int]] | None = None,
     ) -> bool:
         """Store a new batch, all of it or nothing (one script: two submitters of one id
         cannot both write it, and a crash leaves no half-made batch). ``meta``: more fields of
-        its hash (the API's request hash, callback URL). Returns False if a batch with this id
-        already exists."""
+        its hash (the API's request hash, callback URL). ``positions``: each item's places in the
+        request it came in (when invalid items or duplicates left out make them differ from its
+        index). Returns False if a batch with this id already exists."""
         fields: dict[str, Any] = {
             **(meta or {}),
             "pipeline": pipeline,
@@ -145,11 +150,13 @@ class BatchStore(SharedKeys):
             self.ttl_s,
             json.dumps({k: str(v) for k, v in fields.items()}),
             len(items),
+            "1" if order else "0",
+            "1" if positions else "0",
         ]
         args += [json.dumps(item) for item in items]
-        args += [*item_keys, *order]
+        args += [*item_keys, *order, *(json.dumps(p) for p in positions or ())]
         created = await self._create(
-            keys=self._keys(batch_id, None, "items", "keys", "order"), args=args
+            keys=self._keys(batch_id, None, "items", "keys", "order", "positions"), args=args
         )
         if not created:
             return False
@@ -280,28 +287,30 @@ class BatchStore(SharedKeys):
 
     async def settled(
         self, batch_id: str, start: int, count: int, *, finished: bool
-    ) -> list[tuple[int, str, Any]]:
+    ) -> list[tuple[int, list[int], str, Any]]:
         """Items ``start``, ``start + 1``, ... that are settled for good, up to ``count`` of
-        them and up to the first that is not: (index, "done" | "failed", result or error).
-        Before the batch has ``finished``, a failed item is not settled (its second pass may
-        still succeed)."""
+        them and up to the first that is not: (index, its positions in the request, "done" |
+        "failed", result or error). Before the batch has ``finished``, a failed item is not
+        settled (its second pass may still succeed)."""
         idx = list(range(start, start + count))
         states = await self.r.hmget(self.k(batch_id, "state"), idx)
-        out: list[tuple[int, str, Any]] = []
+        got: list[tuple[int, str]] = []
         for i, state in zip(idx, states, strict=True):
             if state is None or (not finished and _s(state) != "done"):
                 break
-            out.append((i, _s(state), None))
-        if not out:
-            return out
-        got = [i for i, _, _ in out]
-        results = await self.r.hmget(self.k(batch_id, "results"), got)
-        errors = await self.r.hmget(self.k(batch_id, "errors"), got)
-        settled = []
-        for (i, st, _), res, err in zip(out, results, errors, strict=True):
+            got.append((i, _s(state)))
+        if not got:
+            return []
+        at = [i for i, _ in got]
+        results = await self.r.hmget(self.k(batch_id, "results"), at)
+        errors = await self.r.hmget(self.k(batch_id, "errors"), at)
+        places = await self.r.hmget(self.k(batch_id, "positions"), at)
+        out = []
+        for (i, st), res, err, pos in zip(got, results, errors, places, strict=True):
             raw = res if st == "done" else err
-            settled.append((i, st, None if raw is None else json.loads(raw)))
-        return settled
+            value = None if raw is None else json.loads(raw)
+            out.append((i, [i] if pos is None else json.loads(pos), st, value))
+        return out
 
     async def set_meta(self, batch_id: str, **fields: str) -> None:
         """More fields of a batch's hash (its summary, how its callback went)."""

@@ -11,6 +11,7 @@ whole watch and reconnects after a lost connection.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from proj import keys
 from proj.batch.lease import RunnerLeases
 from proj.batch.pipelines import content_key, get_pipeline
 from proj.batch.progress import with_store
@@ -29,6 +31,8 @@ from proj.resilience.backoff import Backoff
 from proj.settings import Settings, get_settings
 
 T = TypeVar("T")
+
+logger = logging.getLogger("proj.batch")
 
 #: A finished batch's last step (summary, dead letters) runs right after it is marked
 #: finished; a watcher waits for it this long at most (its runner may have died in it).
@@ -189,6 +193,13 @@ class Prepared:
     pipeline: str
     handle: BatchHandle
     items: dict[str, dict[str, Any]]  # idempotency key -> item, first seen first
+    positions: dict[str, list[int]]  # idempotency key -> the item's places in the input
+
+    def renumbered(self) -> list[list[int]] | None:
+        """Each stored item's places in the input, when they differ from its index (invalid
+        items or repeats were left out); None when item ``i`` is input item ``i``."""
+        places = list(self.positions.values())
+        return None if all(p == [i] for i, p in enumerate(places)) else places
 
 
 def prepare(pipeline: str, items: list[Any], *, batch_id: str | None = None) -> Prepared:
@@ -196,12 +207,17 @@ def prepare(pipeline: str, items: list[Any], *, batch_id: str | None = None) -> 
     unknown one); nothing is stored."""
     pipe = get_pipeline(pipeline)
     accepted, rejected = pipe.validate(items)
+    left_out = {r.index for r in rejected}
+    places = (i for i in range(len(items)) if i not in left_out)
     unique: dict[str, dict[str, Any]] = {}
-    for item in accepted:
-        unique.setdefault(content_key(item), item)
+    positions: dict[str, list[int]] = {}
+    for item, place in zip(accepted, places, strict=True):
+        key = content_key(item)
+        unique.setdefault(key, item)
+        positions.setdefault(key, []).append(place)
     batch_id = batch_id or uuid.uuid4().hex[:16]
     handle = BatchHandle(batch_id, rejected, len(unique), len(accepted) - len(unique))
-    return Prepared(pipeline, handle, unique)
+    return Prepared(pipeline, handle, unique, positions)
 
 
 async def asubmit(
@@ -220,6 +236,8 @@ async def asubmit(
         return handle
     item_list = list(prepared.items.values())
     runners = runners_for(len(item_list), settings)
+    queue = settings.queues.urgent_queue if urgent else settings.queues.bulk_queue
+    await asyncio.to_thread(_check_room, queue)  # QueueFull before anything is stored
     created = await store.create(
         handle.batch_id,
         prepared.pipeline,
@@ -230,22 +248,55 @@ async def asubmit(
         fresh=fresh,
         now=time.time(),
         meta=meta,
+        positions=prepared.renumbered(),
     )
     if not created:
         handle.existing = True
         await rewatch(store, handle.batch_id, settings)
         return handle
-    # The runners have a lease's time to start, then the watchdog sends more: a submitter
-    # that dies before it dispatches them loses nothing.
-    await _leases(settings).expect(store.r, handle.batch_id, runners)
-    await asyncio.to_thread(dispatch, handle.batch_id, runners, urgent=urgent, settings=settings)
+    # Stored: from here the batch must start. The watchdog starts it within a runner lease
+    # once it expects runners, so either step alone is enough; only when both fail is the
+    # caller told (it may submit again: the same id finds the batch and expects it again).
+    problems = []
+    try:
+        await _leases(settings).expect(store.r, handle.batch_id, runners)
+    except (redis.RedisError, OSError) as exc:
+        problems.append(f"Redis: {exc}")
+    try:
+        await asyncio.to_thread(
+            dispatch, handle.batch_id, runners, urgent=urgent, settings=settings
+        )
+    except Exception as exc:  # QueueFull, the broker gone: the watchdog sends runners later
+        problems.append(f"{type(exc).__name__}: {exc}")
+    if len(problems) == 2:
+        raise NotStarted(handle.batch_id, "; ".join(problems))
+    if problems:
+        logger.warning("batch %s stored; runners not sent now (%s)", handle.batch_id, problems[0])
     return handle
+
+
+class NotStarted(ProjError):
+    """A batch was stored but neither its runners nor the watchdog could be told: submitting it
+    again with the same id starts it."""
+
+    def __init__(self, batch_id: str, why: str) -> None:
+        super().__init__(f"batch {batch_id} was stored but not started ({why})")
+        self.batch_id = batch_id
+
+
+def _check_room(queue: str) -> None:
+    from proj.app import app
+
+    app.amqp.router.check_room(queue)
 
 
 async def rewatch(store: BatchStore, batch_id: str, settings: Settings) -> None:
     """A batch submitted again: a submitter that died (or lost Redis) right after storing it
-    left it without runners and unknown to the watchdog; put it back in the watchdog's sight,
-    which starts it within a runner lease if its runners do not show up."""
+    left it without runners and out of the watchdog's index; put it in, so the watchdog starts
+    it within a runner lease. A batch already in the index is left as it is (a client that
+    retries often must not keep pushing its adoption back)."""
+    if await store.r.zscore(keys.BATCH_LEASES, batch_id) is not None:
+        return
     if await store.meta(batch_id, "status") == "running":
         await _leases(settings).expect(store.r, batch_id)
 

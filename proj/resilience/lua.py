@@ -17,6 +17,13 @@ from redis.exceptions import NoScriptError
 
 Arg = str | int | float | bytes
 
+#: Lua that sets ``now`` to the Redis server's clock in ms: every host that runs a script reads
+#: one clock.
+NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
 
 class LuaScript:
     def __init__(self, source: str) -> None:

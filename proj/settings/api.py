@@ -22,6 +22,11 @@ class ApiSettings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8800, ge=0, le=65535, description="Port; 0 picks a free one.")
+    public_url: str | None = Field(
+        None,
+        description="How clients reach the API (https://proj.example.com behind a proxy): the "
+        "base of the URLs it answers with; unset, the request's own.",
+    )
     keys_file: Path | None = Field(
         None,
         description="TOML file of API keys (hashes, scopes, rate limits); default "
