@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
 
+from celery._state import _set_task_join_will_block
 from fastapi import FastAPI
 
 from proj.api import batches, errors, health, tasks
@@ -29,6 +30,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        # This process sends tasks and never waits on a result by subscription (it reads
+        # results from the backend): tell Celery so, as its workers do, or its Redis backend
+        # subscribes to every task sent here and keeps the subscriptions (celery 5.7).
+        _set_task_join_will_block(True)
         connections.adopt_loop()  # the limiter and the store share the loop's pool
         api.state.store = BatchStore(connections.async_client(), settings.batch.ttl_s)
         try:

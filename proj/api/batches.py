@@ -39,6 +39,8 @@ router = APIRouter(prefix="/v1/batches", tags=["batches"])
 #: How often a progress stream looks at the batch.
 EVENTS_INTERVAL_S = 0.5
 RESULTS_CHUNK = 500
+#: A request with more items hashes and validates them on a thread, not on the event loop.
+INLINE_ITEMS = 200
 
 
 class BatchRequest(BaseModel):
@@ -150,10 +152,14 @@ async def submit_batch(
     settings, store = _settings(request), _store(request)
     _check_request(body, settings)
     batch_id = _batch_id(key, idempotency_key)
-    fingerprint = await asyncio.to_thread(_fingerprint, body)
+    big = len(body.items) > INLINE_ITEMS
+    fingerprint = await asyncio.to_thread(_fingerprint, body) if big else _fingerprint(body)
     if idempotency_key is not None and await store.meta(batch_id, "request") is not None:
         return await _replay(store, batch_id, fingerprint, idempotency_key, settings)
-    prepared = await asyncio.to_thread(prepare, body.pipeline, body.items, batch_id=batch_id)
+    if big:
+        prepared = await asyncio.to_thread(prepare, body.pipeline, body.items, batch_id=batch_id)
+    else:
+        prepared = prepare(body.pipeline, body.items, batch_id=batch_id)
     rejected = [r.to_dict() for r in prepared.handle.rejected]
     if rejected and not body.partial:
         more = f" (and {len(rejected) - 1} more invalid items)" if len(rejected) > 1 else ""

@@ -237,7 +237,9 @@ async def asubmit(
     item_list = list(prepared.items.values())
     runners = runners_for(len(item_list), settings)
     queue = settings.queues.urgent_queue if urgent else settings.queues.bulk_queue
-    await asyncio.to_thread(_check_room, queue)  # QueueFull before anything is stored
+    declared = settings.queue_config.queues.get(queue)
+    if declared is not None and declared.max_depth:  # QueueFull before anything is stored
+        await asyncio.to_thread(_check_room, queue)
     created = await store.create(
         handle.batch_id,
         prepared.pipeline,
