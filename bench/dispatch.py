@@ -15,7 +15,8 @@ backend, JSON, Celery's defaults otherwise), side by side, order alternating eve
               with its own settings. Tasks/s over the middle 80% of the drain (worker start
               and tail left out), bare / proj; and the worker's CPU (main process and pool)
               per task, proj / bare: the steadier figure on a busy machine. > 1: proj slower.
-Targets: publish proj / bare <= 1.2x, execution bare / proj <= 1.1x.
+Targets: publish proj / bare <= 1.2x, execution bare / proj <= 1.1x. ``--bare-delivery proj``
+gives the bare app proj's delivery settings (acks late, prefetch 1), leaving the task base.
 This module is also the bare app (``celery -A bench.dispatch worker``): it imports no proj.
 """
 
@@ -44,6 +45,12 @@ app.conf.update(
     result_serializer="json",
     broker_connection_retry_on_startup=True,
 )
+if os.environ.get("BENCH_BARE_DELIVERY") == "proj":  # --bare-delivery proj
+    # proj's delivery guarantees on the bare app: ack after the task ran, a killed child's
+    # task requeued, a worker reserves only what it runs. What is left is the task base.
+    app.conf.update(
+        task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1
+    )
 
 SIDES = ("proj", "bare")
 #: Queue each side's no-op task goes to (proj's router sends proj.ping to the bulk queue).
@@ -329,6 +336,8 @@ def report(fig: Figures, a: argparse.Namespace) -> None:
                 )
             )
         console.print(t)
+    if a.bare_delivery == "proj":
+        console.print("bare app with proj's delivery settings (acks late, prefetch 1)")
     console.print("targets: publish proj / bare <= 1.20x; execution bare / proj <= 1.10x")
 
 
@@ -341,8 +350,17 @@ def main() -> None:
     ap.add_argument(
         "--concurrency", type=int, nargs="+", default=[2], help="prefork pool sizes (e.g. 2 1)"
     )
+    ap.add_argument(
+        "--bare-delivery",
+        choices=("celery", "proj"),
+        default="celery",
+        help="proj: the bare app acks late and prefetches 1 as proj does, so the execution "
+        "ratio is that of the task base alone (default: Celery's defaults)",
+    )
     ap.add_argument("--client", choices=SIDES, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.bare_delivery == "proj":
+        os.environ["BENCH_BARE_DELIVERY"] = "proj"
     if a.client:
         _client(a.client)
         return
