@@ -35,6 +35,10 @@ write; both runners cache the same input's result).
 | alive | expiry in the future, renewed | leased to it | kept |
 | dead (SIGKILL, lost Redis, crashed) | expired or removed | claimable again | taken over |
 | surplus (the batch already has its runners) | never added | - | - |
+
+A batch stays in the index after it is finished until its last step (dead letters, the
+pipeline's summary, the completion callback) has run: if the runner that finished it died in
+that step, the watchdog adopts it like any other and one runner runs the step again.
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ import redis.asyncio as aioredis
 from proj import keys
 from proj.batch import lease_lua as lua
 from proj.resilience.lua import Arg, text
+
+#: What :meth:`RunnerLeases.join` answers a runner that is to run only the last step of a
+#: finished batch (the runner that finished it died in it).
+LAST_STEP = 2
 
 #: The adoption grace never grows past this (10 minutes).
 ADOPTION_GRACE_CAP_S = 600.0
@@ -131,7 +139,8 @@ class RunnerLeases:
         replaces: str | None = None,
         forced: bool = False,
     ) -> int:
-        """1 joined, 0 surplus (the batch has its runners), -1 finished or gone."""
+        """1 joined, 2 joined to run the last step of a finished batch whose runner died in it,
+        0 surplus (the batch has its runners), -1 done or gone."""
         args: list[Arg] = [runner, self.lease_ms, replaces or "", "1" if forced else "0"]
         joined, due = await lua.JOIN.arun(r, self._keys(batch_id), [*args, self.ttl_s])
         await _index(r, batch_id, due)

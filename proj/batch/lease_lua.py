@@ -10,7 +10,7 @@ from proj.resilience.lua import LuaScript
 # The steps on a batch: KEYS[1] its hash, [2] its runners, [3] its item leases (one slot).
 # Shared by them: release() makes every item lease claimable now; due() is what the caller
 # writes to the watchdog's index: the latest runner lease or the grace (watch_at), whichever
-# is later, or -1 (the batch is finished or gone and leaves the index).
+# is later, or -1 (the batch is done, its last step run, or gone, and leaves the index).
 _BATCH = (
     _CLOCK
     + """
@@ -26,7 +26,8 @@ local function release()
   end
 end
 local function due()
-  if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return -1 end
+  local st = redis.call('HMGET', KEYS[1], 'status', 'finalized')
+  if st[1] ~= 'running' and not (st[1] == 'finished' and not st[2]) then return -1 end
   local top = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   local grace = redis.call('HGET', KEYS[1], 'watch_at')
   return math.max(tonumber(top[2] or '0'), tonumber(grace or '0'))
@@ -36,14 +37,25 @@ end
 
 # A runner starts: drop dead runners (and the one it replaces), then take a lease unless the
 # batch already has its runners. Item leases are released when a dead runner was found. A
-# runner that joins ends the grace for runners on their way.
+# runner that joins ends the grace for runners on their way. A batch that is finished but
+# whose last step never ran (its runner died in it) is taken by one runner, for that step.
 # ARGV[1] runner id, [2] lease ms, [3] id of the runner it replaces or '', [4] '1': join even
 # if the batch has its runners (resume), [5] batch ttl s
-# Returns {1 joined, 0 surplus, -1 the batch is finished or gone; the index's due}.
+# Returns {1 joined, 2 joined for the last step only, 0 surplus, -1 the batch is finished
+# (last step done) or gone; the index's due}.
 JOIN = LuaScript(
     _BATCH
     + """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return {-1, -1} end
+local st = redis.call('HMGET', KEYS[1], 'status', 'finalized')
+if st[1] == 'finished' and not st[2] then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('ZCARD', KEYS[2]) > 0 then return {0, due()} end  -- its runner is at it
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
+  redis.call('HDEL', KEYS[1], 'watch_at')
+  return {2, due()}
+end
+if st[1] ~= 'running' then return {-1, -1} end
 local dead = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if ARGV[3] ~= '' then dead = dead + redis.call('ZREM', KEYS[2], ARGV[3]) end
 if dead > 0 then release() end
@@ -74,17 +86,20 @@ return {lapsed, dead, due()}
 )
 
 # A runner stops (hand-over, the end, a failure). Items it still held are released. The index
-# keeps its due while the batch runs: a hand-over whose next runner never starts is adopted
-# once this runner's lease would have lapsed.
+# keeps its due while the batch runs, or is finished without its last step: a hand-over whose
+# next runner never starts, or a last step that failed, is adopted once this runner's lease
+# would have lapsed.
 # ARGV[1] runner id, [2] '1' if it left items in flight
-# Returns -1 if the batch is finished or gone (it leaves the index), else 0.
+# Returns -1 if the batch is done (finished, last step run) or gone (it leaves the index),
+# else 0.
 LEAVE = LuaScript(
     _BATCH
     + """
 redis.call('ZREM', KEYS[2], ARGV[1])
 if ARGV[2] == '1' then release() end
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return -1 end
-return 0
+local st = redis.call('HMGET', KEYS[1], 'status', 'finalized')
+if st[1] == 'running' or (st[1] == 'finished' and not st[2]) then return 0 end
+return -1
 """
 )
 
@@ -102,7 +117,8 @@ return due()
 """
 )
 
-# Adopt a batch whose runners all died, once: of the workers that try, one gets it (no live
+# Adopt a batch whose runners all died (or died in its last step), once: of the workers that
+# try, one gets it (no live
 # runner and no grace: the winner sets a grace at once). The grace is for the runners the
 # adopter dispatches, doubling with each adoption in a row (the runners never started, or
 # crashed at once) up to a cap; its item leases are released.
@@ -112,15 +128,17 @@ return due()
 ADOPT = LuaScript(
     _BATCH
     + """
-local h = redis.call('HMGET', KEYS[1], 'status', 'runners', 'urgent', 'adopted', 'watch_at')
-if h[1] ~= 'running' then return {-1} end
+local h = redis.call(
+  'HMGET', KEYS[1], 'status', 'runners', 'urgent', 'adopted', 'watch_at', 'finalized')
+local last_step = h[1] == 'finished' and not h[6]  -- one runner runs the last step
+if h[1] ~= 'running' and not last_step then return {-1} end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) > 0 or tonumber(h[5] or '0') > now then return {due()} end
 local n = tonumber(h[4] or '0')
 local at = now + math.min(tonumber(ARGV[1]) * 2 ^ n, tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 'adopted', n + 1, 'watch_at', at)
 release()
-return {at, tonumber(h[2] or '1'), tonumber(h[3] or '0'), n + 1}
+return {at, last_step and 1 or tonumber(h[2] or '1'), tonumber(h[3] or '0'), n + 1}
 """
 )
 

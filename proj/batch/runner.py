@@ -23,7 +23,7 @@ from typing import Any
 from proj.app import app
 from proj.batch.finalize import finalize
 from proj.batch.items import ItemWork
-from proj.batch.lease import RunnerLeases, heartbeat_s, new_runner_id
+from proj.batch.lease import LAST_STEP, RunnerLeases, heartbeat_s, new_runner_id
 from proj.batch.pipelines import ItemPipeline, get_pipeline
 from proj.batch.progress_events import PROGRESS_EVERY_S, progress_sender
 from proj.batch.store import BatchStore, Progress
@@ -85,6 +85,14 @@ class Runner:
         joined = await self.leases.join(
             r, self.batch_id, self.runner_id, replaces=replaces, forced=forced
         )
+        if joined == LAST_STEP:  # finished, but the runner that finished it died in its last step
+            try:
+                logger.warning("batch %s: running its last step again", self.batch_id)
+                await finalize(self.store, self.pipeline, self.batch_id)
+            finally:
+                with contextlib.suppress(Exception):
+                    await self.leases.leave(r, self.batch_id, self.runner_id, orphaned=False)
+            return {"batch_id": self.batch_id, "processed": 0, "finished": True, "more": False}
         if joined != 1:  # finished, gone, or started twice (a runner the watchdog sent too)
             return {
                 "batch_id": self.batch_id,

@@ -543,3 +543,34 @@ def test_behind_a_proxy_the_urls_start_at_the_public_address(
         assert r.json()["status_url"] == f"https://proj.example.com/v1/batches/{batch_id}"
         assert r.headers["location"] == r.json()["status_url"]
         assert r.json()["results_url"].startswith("https://proj.example.com/v1/batches/")
+
+
+def test_a_runner_that_died_in_the_last_step_is_replaced_and_the_callback_still_comes(
+    api_env: dict[str, str],
+    workers: WorkerPool,
+    redis_client: redis_lib.Redis,
+    receiver: Receiver,
+    tmp_path: Path,
+) -> None:
+    env = {**api_env, "PROJ_BATCH_RUNNER_LEASE_S": "2", "PROJ_BATCH_WATCHDOG_INTERVAL_S": "0.5"}
+    workers.start("bulk", ("bulk",), concurrency=2, env=env)
+    request = {"pipeline": "company", "items": _domains(2, "last"), "callback_url": receiver.url}
+    with _serve(env, tmp_path / "api.log") as url, _client(url) as c:
+        r = c.post("/v1/batches", json=request)
+        assert r.status_code == 202, r.text
+        batch_id = r.json()["batch_id"]
+        _events(c, batch_id)
+        wait_until(lambda: len(receiver.calls) == 1, 30, "the first callback")
+        # As if the runner that finished the batch had died in its last step: not finalized,
+        # no callback sent, its lease gone, the index pointing at it.
+        redis_client.hdel(proj_keys.batch(batch_id), "finalized", "summary", "callback")
+        redis_client.delete(proj_keys.batch(batch_id, "runners"))
+        redis_client.zadd(proj_keys.BATCH_LEASES, {batch_id: 1})
+        wait_until(lambda: len(receiver.calls) == 2, 30, "the callback, from the runner sent again")
+        state = c.get(f"/v1/batches/{batch_id}").json()
+        assert state["finalized"] is not None and state["done"] == 2
+        wait_until(
+            lambda: redis_client.zscore(proj_keys.BATCH_LEASES, batch_id) is None,
+            10,
+            "the batch out of the watchdog's index",
+        )

@@ -13,7 +13,7 @@ import redis as redis_lib
 import redis.asyncio as aioredis
 
 from proj import keys
-from proj.batch.lease import Marker, RunnerLeases
+from proj.batch.lease import LAST_STEP, Marker, RunnerLeases
 from proj.batch.submit import reconnect_delay_s
 
 T = TypeVar("T")
@@ -84,8 +84,29 @@ def test_join_replacing_a_runner_that_still_holds_its_lease_releases_the_items(
 def test_join_a_finished_batch_is_refused(
     redis_client: redis_lib.Redis, leases: RunnerLeases, batch: str
 ) -> None:
-    redis_client.hset(keys.batch(batch), "status", "finished")
+    redis_client.hset(keys.batch(batch), mapping={"status": "finished", "finalized": 1})
     assert _run(_url(redis_client), lambda r: leases.join(r, batch, "n/1/a")) == -1
+
+
+def test_a_finished_batch_whose_last_step_never_ran_is_adopted_and_run_by_one_runner(
+    redis_client: redis_lib.Redis, leases: RunnerLeases, batch: str
+) -> None:
+    url = _url(redis_client)
+    _run(url, lambda r: leases.join(r, batch, "n/1/a"))
+    redis_client.hset(keys.batch(batch), "status", "finished")  # then n/1/a died in the last step
+    assert _run(url, lambda r: leases.join(r, batch, "n/2/b")) == 0  # n/1/a is at it, still
+    redis_client.zadd(keys.batch(batch, "runners"), {"n/1/a": 1})  # its lease lapsed
+    redis_client.zadd(keys.BATCH_LEASES, {batch: 1})
+    assert leases.orphans(redis_client) == [batch]
+    assert leases.adopt(redis_client, batch) == (1, False, 1)  # one runner, for the last step
+    assert _run(url, lambda r: leases.join(r, batch, "n/2/b")) == LAST_STEP
+    assert _run(url, lambda r: leases.join(r, batch, "n/2/c")) == 0  # one runs it
+    _run(url, lambda r: leases.leave(r, batch, "n/2/b", orphaned=False))
+    assert redis_client.zscore(keys.BATCH_LEASES, batch)  # it failed: still watched
+    assert _run(url, lambda r: leases.join(r, batch, "n/2/c")) == LAST_STEP
+    redis_client.hset(keys.batch(batch), "finalized", 1)
+    _run(url, lambda r: leases.leave(r, batch, "n/2/c", orphaned=False))
+    assert redis_client.zscore(keys.BATCH_LEASES, batch) is None  # done: no longer watched
 
 
 def test_heartbeat_finds_a_dead_runner_and_releases_the_items(
@@ -148,7 +169,7 @@ def test_adopt_leaves_a_batch_with_a_live_runner_alone(
 def test_adopt_drops_a_finished_batch_from_the_index(
     redis_client: redis_lib.Redis, leases: RunnerLeases, batch: str
 ) -> None:
-    redis_client.hset(keys.batch(batch), "status", "finished")
+    redis_client.hset(keys.batch(batch), mapping={"status": "finished", "finalized": 1})
     redis_client.zadd(keys.BATCH_LEASES, {batch: 1})
     assert leases.orphans(redis_client) == [batch]
     assert leases.adopt(redis_client, batch) is None
@@ -186,7 +207,7 @@ def test_a_finished_batch_leaves_the_index_when_its_last_runner_leaves(
     _run(url, lambda r: leases.leave(r, batch, "n/1/a", orphaned=False))
     assert redis_client.zscore(keys.BATCH_LEASES, batch)  # running: still watched
     _run(url, lambda r: leases.join(r, batch, "n/1/b"))
-    redis_client.hset(keys.batch(batch), "status", "finished")
+    redis_client.hset(keys.batch(batch), mapping={"status": "finished", "finalized": 1})
     _run(url, lambda r: leases.leave(r, batch, "n/1/b", orphaned=False))
     assert redis_client.zscore(keys.BATCH_LEASES, batch) is None
 

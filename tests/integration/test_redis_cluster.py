@@ -353,9 +353,9 @@ def test_runner_leases_and_adoption_on_a_cluster(cluster_port: int) -> None:
         assert bid not in leases.orphans(client, limit=1000)  # its new grace
         client.zadd(keys.BATCH_LEASES, {bid: 1})  # a stale hint: the grace still holds
         assert leases.adopt(client, bid) is None
-        client.hset(keys.batch(bid), "status", "finished")
+        client.hset(keys.batch(bid), mapping={"status": "finished", "finalized": 1})
         _on_cluster(cluster_port, "asyncio", _leave(leases, bid), _leave(leases, bid))
-        assert client.zscore(keys.BATCH_LEASES, bid) is None  # finished: left the index
+        assert client.zscore(keys.BATCH_LEASES, bid) is None  # done: left the index
     finally:
         client.close()
 
