@@ -17,6 +17,7 @@ from celery._state import _set_task_join_will_block
 from fastapi import FastAPI
 
 from proj.api import batches, errors, health, tasks
+from proj.api.auth import KeyGate
 from proj.api.bodylimit import BodyLimit
 from proj.api.errors import SafeJSONResponse
 from proj.api.keys import KeyRing
@@ -50,7 +51,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     api.state.settings = settings
     api.state.keys = KeyRing.load(settings.api.keys_path)
+    # The last added runs first: a request without a known key is refused before its body
+    # is read, then the body is capped.
     api.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
+    api.add_middleware(KeyGate)
     errors.install(api)
     for module in (health, batches, tasks):
         api.include_router(module.router)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proj.api.errors import ApiError
 from proj.api.keys import ApiKey, KeyRing
@@ -15,19 +16,46 @@ from proj.guard import registry
 from proj.resilience.ratelimit import RateLimitWait
 
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
+NO_KEY = "no API key: send Authorization: Bearer <key>"
+UNKNOWN_KEY = "unknown API key"
+
+
+def _presented(authorization: str) -> str | None:
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+class KeyGate:
+    """ASGI middleware: a request to ``/v1/`` without a known key is answered 401 before its
+    body is read (a stranger cannot make the server read and parse megabytes). The route's
+    dependency (:func:`require`) then checks the scope and the rate."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            headers = dict(scope.get("headers", ()))
+            token = _presented(headers.get(b"authorization", b"").decode("latin-1"))
+            ring: KeyRing = scope["app"].state.keys
+            if token is None or ring.find(token) is None:
+                error = ApiError(401, NO_KEY if token is None else UNKNOWN_KEY, headers=CHALLENGE)
+                await error.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def require(scope: str) -> Any:
     """A route dependency: the caller's :class:`ApiKey`, which must have ``scope``."""
 
     async def caller(request: Request) -> ApiKey:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "no API key: send Authorization: Bearer <key>", headers=CHALLENGE)
+        token = _presented(request.headers.get("authorization", ""))
+        if token is None:
+            raise ApiError(401, NO_KEY, headers=CHALLENGE)
         ring: KeyRing = request.app.state.keys
-        key = ring.find(token.strip())
+        key = ring.find(token)
         if key is None:
-            raise ApiError(401, "unknown API key", headers=CHALLENGE)
+            raise ApiError(401, UNKNOWN_KEY, headers=CHALLENGE)
         if not key.allows(scope):
             raise ApiError(403, f"API key {key.name!r} does not have the scope {scope!r}")
         if key.rate_limit is not None:
