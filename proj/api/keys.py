@@ -9,13 +9,16 @@ hashes, never in clear::
     rate_limit = "20/s"             # Celery's syntax; across every proj api process
 
 A key is a random 32-byte token, so a plain SHA-256 is enough to keep it (no password hash:
-nothing to guess). A request names its key as ``Authorization: Bearer <key>``.
+nothing to guess). A request names its key as ``Authorization: Bearer <key>``. ``proj api``
+follows the file: keys added or removed there count within a second, without a restart.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
+import time
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +27,8 @@ from typing import Any
 
 from proj.errors import ConfigError
 from proj.resilience.ratelimit import RateLimit, parse_rate
+
+logger = logging.getLogger("proj.api")
 
 SCOPES = ("batches:write", "batches:read", "tasks:write", "tasks:read")
 KEY_PREFIX = "pk_"
@@ -50,28 +55,67 @@ class ApiKey:
 
 
 class KeyRing:
-    """The configured keys, found by the hash of what a request presents."""
+    """The configured keys, found by the hash of what a request presents. A ring loaded from a
+    file follows it: a key added or removed there counts within RELOAD_S, with no restart (a
+    file that no longer parses keeps the keys that were in force, and says so once)."""
 
-    def __init__(self, keys: Iterable[ApiKey]) -> None:
+    RELOAD_S = 1.0
+
+    def __init__(self, keys: Iterable[ApiKey], path: Path | None = None) -> None:
         self._by_hash = {k.sha256: k for k in keys}
+        self.path = path
+        self._stamp = _stamp(path)
+        self._checked = time.monotonic()
+        self._broken: str | None = None
 
     def __len__(self) -> int:
         return len(self._by_hash)
 
     def find(self, presented: str) -> ApiKey | None:
+        self._follow()
         return self._by_hash.get(hash_key(presented))
+
+    def _follow(self) -> None:
+        if self.path is None or time.monotonic() - self._checked < self.RELOAD_S:
+            return
+        self._checked = time.monotonic()
+        stamp = _stamp(self.path)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self._by_hash = {k.sha256: k for k in _read(self.path)}
+        except ConfigError as err:
+            if str(err) != self._broken:
+                logger.error("API keys not reloaded, the previous ones stay: %s", err)
+            self._broken = str(err)
+            return
+        self._broken = None
+        logger.info("API keys reloaded from %s: %d keys", self.path, len(self._by_hash))
 
     @classmethod
     def load(cls, path: Path) -> KeyRing:
-        """The keys in ``path`` (none when it does not exist); ConfigError naming the file and
+        """The keys in ``path`` (none while it does not exist); ConfigError naming the file and
         the field of a bad entry."""
-        if not path.exists():
-            return cls(())
-        try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as err:
-            raise ConfigError(f"{path}: {err}") from None
-        return cls(parse_keys(data.get("keys", {}), where=str(path)))
+        return cls(_read(path), path)
+
+
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    try:
+        st = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return None if st is None else (st.st_mtime_ns, st.st_size)
+
+
+def _read(path: Path) -> list[ApiKey]:
+    if not path.exists():
+        return []
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return parse_keys(data.get("keys", {}), where=str(path))
 
 
 def parse_keys(table: Mapping[str, Any], *, where: str) -> list[ApiKey]:

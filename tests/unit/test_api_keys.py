@@ -59,3 +59,24 @@ def test_a_missing_file_is_no_keys_and_a_broken_one_is_named(tmp_path: Path) -> 
     broken.write_text("[keys.x\n")
     with pytest.raises(ConfigError, match=r"broken\.toml"):
         KeyRing.load(broken)
+
+
+def test_a_ring_follows_its_file_and_keeps_its_keys_when_the_file_breaks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = new_key(), new_key()
+    path = tmp_path / "keys.toml"
+    path.write_text(toml_entry("a", a, ["*"], None))
+    ring = KeyRing.load(path)
+    ring.RELOAD_S = 0.0  # look at the file at every request
+    assert ring.find(a) is not None and ring.find(b) is None
+    path.write_text(toml_entry("b", b, ["batches:read"], None))  # a rotated
+    assert ring.find(a) is None
+    found = ring.find(b)
+    assert found is not None and found.name == "b"
+    path.write_text("[keys.b\n" + " " * 50)  # a broken edit
+    assert ring.find(b) is not None and ring.find(b) is not None
+    errors = [r for r in caplog.records if "API keys not reloaded" in r.getMessage()]
+    assert len(errors) == 1 and "keys.toml" in errors[0].getMessage()
+    path.unlink()
+    assert ring.find(b) is None  # no file: no keys
