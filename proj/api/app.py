@@ -51,10 +51,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     api.state.settings = settings
     api.state.keys = KeyRing.load(settings.api.keys_path)
-    # The last added runs first: a request without a known key is refused before its body
-    # is read, then the body is capped.
-    api.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
+    # The last added runs first: a declared Content-Length over the cap is refused (nothing
+    # read), then a request without a known key (before its body is read), and the body is
+    # counted as the route reads it.
     api.add_middleware(KeyGate)
+    api.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)
     errors.install(api)
     for module in (health, batches, tasks):
         api.include_router(module.router)

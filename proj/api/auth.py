@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from proj.api.errors import ApiError
@@ -34,12 +35,14 @@ class KeyGate:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+        if scope["type"] == "http" and get_route_path(scope).startswith("/v1/"):
             headers = dict(scope.get("headers", ()))
             token = _presented(headers.get(b"authorization", b"").decode("latin-1"))
             ring: KeyRing = scope["app"].state.keys
             if token is None or ring.find(token) is None:
-                error = ApiError(401, NO_KEY if token is None else UNKNOWN_KEY, headers=CHALLENGE)
+                # Connection: close, so the server does not read the rest of a body it refused.
+                shut = {**CHALLENGE, "Connection": "close"}
+                error = ApiError(401, NO_KEY if token is None else UNKNOWN_KEY, headers=shut)
                 await error.response()(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -59,7 +62,10 @@ def require(scope: str) -> Any:
         if not key.allows(scope):
             raise ApiError(403, f"API key {key.name!r} does not have the scope {scope!r}")
         if key.rate_limit is not None:
-            limiter = registry.limiter(f"api:{key.name}", key.rate_limit)
+            # The rate in the name: a rate changed in the keys file is a new budget, not a
+            # clash with the limiter this process made for the old one.
+            lim = key.rate_limit
+            limiter = registry.limiter(f"api:{key.name}:{lim.rate:g}/{lim.per_s:g}s", lim)
             try:
                 await limiter.aacquire(max_wait_s=0)
             except RateLimitWait as wait:

@@ -28,7 +28,7 @@ from proj.api.errors import ApiError, SafeJSONResponse
 from proj.api.keys import ApiKey
 from proj.api.links import link
 from proj.batch.store import BatchStore, Progress
-from proj.batch.submit import FINALIZE_WAIT_S, NotStarted, asubmit, prepare, rewatch
+from proj.batch.submit import NotStarted, asubmit, finalize_wait_s, prepare, rewatch
 from proj.errors import QueueFull
 from proj.pipelines import registry
 from proj.settings import Settings
@@ -273,6 +273,7 @@ async def batch_events(batch_id: str, request: Request, key: BatchReader) -> Eve
     ``finished`` (with the summary) and the stream ends."""
     await _owned(request, key, batch_id)
     store = _store(request)
+    last_step_wait = finalize_wait_s(_settings(request))
 
     async def events() -> AsyncIterator[dict[str, Any]]:
         last: tuple[int, ...] | None = None
@@ -282,7 +283,7 @@ async def batch_events(batch_id: str, request: Request, key: BatchReader) -> Eve
                 yield {"event": "gone", "data": json.dumps({"batch_id": batch_id})}
                 return
             done = p.status == "finished" and (
-                p.finalized is not None or time.time() - (p.finished or 0) > FINALIZE_WAIT_S
+                p.finalized is not None or time.time() - (p.finished or 0) > last_step_wait
             )
             if done:
                 state = await _state(store, p)

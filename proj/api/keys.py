@@ -57,7 +57,8 @@ class ApiKey:
 class KeyRing:
     """The configured keys, found by the hash of what a request presents. A ring loaded from a
     file follows it: a key added or removed there counts within RELOAD_S, with no restart (a
-    file that no longer parses keeps the keys that were in force, and says so once)."""
+    file that no longer parses, or is gone, keeps the keys that were in force, and says so
+    once)."""
 
     RELOAD_S = 1.0
 
@@ -84,7 +85,7 @@ class KeyRing:
             return
         self._stamp = stamp
         try:
-            self._by_hash = {k.sha256: k for k in _read(self.path)}
+            self._by_hash = {k.sha256: k for k in _read(self.path, missing_ok=False)}
         except ConfigError as err:
             if str(err) != self._broken:
                 logger.error("API keys not reloaded, the previous ones stay: %s", err)
@@ -100,20 +101,22 @@ class KeyRing:
         return cls(_read(path), path)
 
 
-def _stamp(path: Path | None) -> tuple[int, int] | None:
+def _stamp(path: Path | None) -> tuple[int, ...] | None:
     try:
         st = path.stat() if path is not None else None
     except OSError:
         return None
-    return None if st is None else (st.st_mtime_ns, st.st_size)
+    return None if st is None else (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
-def _read(path: Path) -> list[ApiKey]:
+def _read(path: Path, *, missing_ok: bool = True) -> list[ApiKey]:
     if not path.exists():
-        return []
+        if missing_ok:
+            return []
+        raise ConfigError(f"{path}: the file is gone")
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as err:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # TOMLDecodeError and UnicodeDecodeError are both
         raise ConfigError(f"{path}: {err}") from None
     return parse_keys(data.get("keys", {}), where=str(path))
 

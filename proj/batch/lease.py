@@ -44,6 +44,7 @@ that step, the watchdog adopts it like any other and one runner runs the step ag
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from dataclasses import dataclass
@@ -56,9 +57,14 @@ from proj import keys
 from proj.batch import lease_lua as lua
 from proj.resilience.lua import Arg, text
 
+logger = logging.getLogger("proj.batch")
+
 #: What :meth:`RunnerLeases.join` answers a runner that is to run only the last step of a
 #: finished batch (the runner that finished it died in it).
 LAST_STEP = 2
+
+#: A last step adopted this many times in a row is given up (``last_step_failed``).
+LAST_STEP_TRIES = 5
 
 #: The adoption grace never grows past this (10 minutes).
 ADOPTION_GRACE_CAP_S = 600.0
@@ -185,9 +191,16 @@ class RunnerLeases:
 
     def adopt(self, r: redis.Redis, batch_id: str) -> tuple[int, bool, int] | None:
         """(runners to dispatch, urgent, adoptions in a row) if this caller adopted the batch."""
-        args: list[Arg] = [self.lease_ms, _ms(ADOPTION_GRACE_CAP_S)]
+        args: list[Arg] = [self.lease_ms, _ms(ADOPTION_GRACE_CAP_S), LAST_STEP_TRIES]
         out: list[Any] = lua.ADOPT.run(r, self._keys(batch_id), args)
-        _index_sync(r, batch_id, out[0])
+        _index_sync(r, batch_id, -1 if int(out[0]) == -2 else out[0])
+        if int(out[0]) == -2:
+            logger.error(
+                "batch %s: its last step (dead letters, summary, callback) failed %d times in "
+                "a row; given up (the batch is finished, its results are kept)",
+                batch_id,
+                LAST_STEP_TRIES,
+            )
         if len(out) == 1:
             return None
         return int(out[1]), bool(int(out[2])), int(out[3])

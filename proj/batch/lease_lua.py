@@ -25,9 +25,15 @@ local function release()
     redis.call('ZADD', KEYS[3], 'XX', unpack(args))
   end
 end
+-- The batch's status, and whether it is finished with its last step still to run (not run,
+-- and not given up: see ADOPT).
+local function state()
+  local st = redis.call('HMGET', KEYS[1], 'status', 'finalized', 'last_step_failed')
+  return st[1], st[1] == 'finished' and not st[2] and not st[3]
+end
 local function due()
-  local st = redis.call('HMGET', KEYS[1], 'status', 'finalized')
-  if st[1] ~= 'running' and not (st[1] == 'finished' and not st[2]) then return -1 end
+  local status, last_step = state()
+  if status ~= 'running' and not last_step then return -1 end
   local top = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   local grace = redis.call('HGET', KEYS[1], 'watch_at')
   return math.max(tonumber(top[2] or '0'), tonumber(grace or '0'))
@@ -46,8 +52,8 @@ end
 JOIN = LuaScript(
     _BATCH
     + """
-local st = redis.call('HMGET', KEYS[1], 'status', 'finalized')
-if st[1] == 'finished' and not st[2] then
+local status, last_step = state()
+if last_step then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   if redis.call('ZCARD', KEYS[2]) > 0 then return {0, due()} end  -- its runner is at it
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
@@ -55,7 +61,7 @@ if st[1] == 'finished' and not st[2] then
   redis.call('HDEL', KEYS[1], 'watch_at')
   return {2, due()}
 end
-if st[1] ~= 'running' then return {-1, -1} end
+if status ~= 'running' then return {-1, -1} end
 local dead = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if ARGV[3] ~= '' then dead = dead + redis.call('ZREM', KEYS[2], ARGV[3]) end
 if dead > 0 then release() end
@@ -97,8 +103,8 @@ LEAVE = LuaScript(
     + """
 redis.call('ZREM', KEYS[2], ARGV[1])
 if ARGV[2] == '1' then release() end
-local st = redis.call('HMGET', KEYS[1], 'status', 'finalized')
-if st[1] == 'running' or (st[1] == 'finished' and not st[2]) then return 0 end
+local status, last_step = state()
+if status == 'running' or last_step then return 0 end
 return -1
 """
 )
@@ -122,19 +128,24 @@ return due()
 # runner and no grace: the winner sets a grace at once). The grace is for the runners the
 # adopter dispatches, doubling with each adoption in a row (the runners never started, or
 # crashed at once) up to a cap; its item leases are released.
-# ARGV[1] lease ms, [2] cap of the grace ms
+# A last step adopted ARGV[3] times in a row (it fails, or kills its runner, every time) is
+# given up: the batch is marked last_step_failed and leaves the index.
+# ARGV[1] lease ms, [2] cap of the grace ms, [3] last-step tries
 # Returns {due, runners to dispatch, urgent 0|1, adoptions in a row} to the adopter, else
-# {due} (-1: the batch is finished or gone).
+# {due} (-1: the batch is done or gone; -2: its last step was given up now).
 ADOPT = LuaScript(
     _BATCH
     + """
-local h = redis.call(
-  'HMGET', KEYS[1], 'status', 'runners', 'urgent', 'adopted', 'watch_at', 'finalized')
-local last_step = h[1] == 'finished' and not h[6]  -- one runner runs the last step
-if h[1] ~= 'running' and not last_step then return {-1} end
+local status, last_step = state()  -- a last step is run by one runner
+if status ~= 'running' and not last_step then return {-1} end
+local h = redis.call('HMGET', KEYS[1], 'status', 'runners', 'urgent', 'adopted', 'watch_at')
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) > 0 or tonumber(h[5] or '0') > now then return {due()} end
 local n = tonumber(h[4] or '0')
+if last_step and n >= tonumber(ARGV[3]) then  -- it failed every time: give up, say so
+  redis.call('HSET', KEYS[1], 'last_step_failed', now)
+  return {-2}
+end
 local at = now + math.min(tonumber(ARGV[1]) * 2 ^ n, tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 'adopted', n + 1, 'watch_at', at)
 release()

@@ -86,10 +86,12 @@ class Runner:
             r, self.batch_id, self.runner_id, replaces=replaces, forced=forced
         )
         if joined == LAST_STEP:  # finished, but the runner that finished it died in its last step
+            heartbeat = asyncio.create_task(self._heartbeat())  # its lease holds while it runs
             try:
                 logger.warning("batch %s: running its last step again", self.batch_id)
                 await finalize(self.store, self.pipeline, self.batch_id)
             finally:
+                heartbeat.cancel()
                 with contextlib.suppress(Exception):
                     await self.leases.leave(r, self.batch_id, self.runner_id, orphaned=False)
             return {"batch_id": self.batch_id, "processed": 0, "finished": True, "more": False}

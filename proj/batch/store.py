@@ -283,7 +283,7 @@ class BatchStore(SharedKeys):
 
     async def mark_finalized(self, batch_id: str) -> None:
         """The batch's last step has run: a watcher may read its summary now."""
-        await self.r.hset(self.k(batch_id), "finalized", time.time())
+        await self.set_meta(batch_id, finalized=str(time.time()))
 
     async def settled(
         self, batch_id: str, start: int, count: int, *, finished: bool
@@ -313,8 +313,12 @@ class BatchStore(SharedKeys):
         return out
 
     async def set_meta(self, batch_id: str, **fields: str) -> None:
-        """More fields of a batch's hash (its summary, how its callback went)."""
-        await self.r.hset(self.k(batch_id), mapping=dict(fields))  # type: ignore[arg-type]
+        """More fields of a batch's hash (its summary, how its callback went), which then
+        expires PROJ_BATCH_TTL_S from now, as after every write."""
+        pipe = self.r.pipeline(transaction=True)  # one key
+        pipe.hset(self.k(batch_id), mapping=dict(fields))  # type: ignore[arg-type]
+        pipe.expire(self.k(batch_id), self.ttl_s)
+        await pipe.execute()
 
     async def meta(self, batch_id: str, field: str) -> str | None:
         v = await self.r.hget(self.k(batch_id), field)

@@ -35,8 +35,16 @@ T = TypeVar("T")
 logger = logging.getLogger("proj.batch")
 
 #: A finished batch's last step (summary, dead letters) runs right after it is marked
-#: finished; a watcher waits for it this long at most (its runner may have died in it).
+#: finished; a watcher waits for it this long at most, plus the time the watchdog takes to
+#: send another runner when the first died in it (:func:`finalize_wait_s`).
 FINALIZE_WAIT_S = 30.0
+
+
+def finalize_wait_s(settings: Settings) -> float:
+    """How long after a batch finished a watcher waits for its last step: a runner's lease to
+    lapse twice (the one that died in it, and one sent again) and a watchdog interval."""
+    b = settings.batch
+    return FINALIZE_WAIT_S + 2 * b.runner_lease_s + b.watchdog_interval_s
 
 
 def reconnect_delay_s(failures: int, interval_s: float, cap_s: float = 2.0) -> float:
@@ -91,6 +99,8 @@ class BatchHandle:
         tried again (see :func:`reconnect_delay_s`) until ``timeout_s``; ``on_connection``
         hears the error when it is lost and None when it is back."""
 
+        last_step_wait = finalize_wait_s(self._settings)
+
         async def watch(store: BatchStore) -> Progress:
             deadline = None if timeout_s is None else time.monotonic() + timeout_s
             failures = 0
@@ -112,7 +122,7 @@ class BatchHandle:
                 if on_progress is not None:
                     on_progress(p)
                 if p.status == "finished" and (
-                    p.finalized is not None or time.time() - (p.finished or 0) > FINALIZE_WAIT_S
+                    p.finalized is not None or time.time() - (p.finished or 0) > last_step_wait
                 ):
                     return p  # and its summary is stored (or its last step is not coming)
                 if deadline is not None and time.monotonic() > deadline:
@@ -264,13 +274,14 @@ async def asubmit(
         await _leases(settings).expect(store.r, handle.batch_id, runners)
     except (redis.RedisError, OSError) as exc:
         problems.append(f"Redis: {exc}")
+    sent = 0
     try:
-        await asyncio.to_thread(
-            dispatch, handle.batch_id, runners, urgent=urgent, settings=settings
-        )
+        for _ in range(runners):  # one by one: a batch with one runner sent has started
+            await asyncio.to_thread(dispatch, handle.batch_id, 1, urgent=urgent, settings=settings)
+            sent += 1
     except Exception as exc:  # QueueFull, the broker gone: the watchdog sends runners later
         problems.append(f"{type(exc).__name__}: {exc}")
-    if len(problems) == 2:
+    if len(problems) == 2 and not sent:
         raise NotStarted(handle.batch_id, "; ".join(problems))
     if problems:
         logger.warning("batch %s stored; runners not sent now (%s)", handle.batch_id, problems[0])
@@ -307,13 +318,15 @@ def resume(batch_id: str) -> BatchHandle:
     """Finish a batch whose submitter or workers died: every item lease is made claimable and
     fresh runners start at once, beside any live ones. Items already done are not run again;
     an item whose in-flight marker names a dead runner (its lease gone) runs at once, one
-    whose runner is alive waits for that runner's result."""
+    whose runner is alive waits for that runner's result. A finished batch whose last step
+    never ran (its runner died in it) gets one runner for that step."""
     settings = get_settings()
 
     async def prepare(s: BatchStore) -> tuple[Progress | None, str | None]:
         p = await s.progress(batch_id)
-        if p is not None and p.status != "finished":
-            await s.expire_leases(batch_id)
+        if p is not None and (p.status != "finished" or p.finalized is None):
+            if p.status != "finished":
+                await s.expire_leases(batch_id)
             await _leases(settings).expect(s.r, batch_id)
         return p, await s.meta(batch_id, "urgent")
 
@@ -330,4 +343,6 @@ def resume(batch_id: str) -> BatchHandle:
             settings=settings,
             forced=True,
         )
+    elif progress.finalized is None:
+        dispatch(batch_id, 1, urgent=urgent == "1", settings=settings)
     return handle

@@ -67,13 +67,19 @@ class Watchdog:
                 runners,
                 times,
             )
-            dispatch(
-                batch_id,
-                runners,
-                urgent=urgent,
-                settings=self.settings,
-                retry_policy=DISPATCH_RETRY,
-            )
+            try:
+                dispatch(
+                    batch_id,
+                    runners,
+                    urgent=urgent,
+                    settings=self.settings,
+                    retry_policy=DISPATCH_RETRY,
+                )
+            except Exception as exc:  # the broker down, the queue full: the grace lapses, and
+                logger.warning(  # a later check (on any worker) adopts the batch again
+                    "batch %s: runners not sent (%s); tried again after its grace", batch_id, exc
+                )
+                continue
             restarted.append(batch_id)
         return restarted
 

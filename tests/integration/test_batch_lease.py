@@ -13,7 +13,7 @@ import redis as redis_lib
 import redis.asyncio as aioredis
 
 from proj import keys
-from proj.batch.lease import LAST_STEP, Marker, RunnerLeases
+from proj.batch.lease import LAST_STEP, LAST_STEP_TRIES, Marker, RunnerLeases
 from proj.batch.submit import reconnect_delay_s
 
 T = TypeVar("T")
@@ -240,3 +240,27 @@ def test_marker_that_names_no_runner_is_waited_out(
 
 def test_reconnect_delay_doubles_from_the_poll_interval_up_to_its_cap() -> None:
     assert [reconnect_delay_s(f, 0.25) for f in (1, 2, 3, 4, 5)] == [0.25, 0.5, 1.0, 2.0, 2.0]
+
+
+def test_a_last_step_that_fails_every_time_is_given_up_after_its_tries(
+    redis_client: redis_lib.Redis,
+    leases: RunnerLeases,
+    batch: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = _url(redis_client)
+    redis_client.hset(keys.batch(batch), "status", "finished")  # its last step never ran
+    for n in range(1, LAST_STEP_TRIES + 1):
+        redis_client.hdel(keys.batch(batch), "watch_at")  # the last grace lapsed
+        redis_client.zadd(keys.BATCH_LEASES, {batch: 1})
+        assert leases.adopt(redis_client, batch) == (1, False, n)
+        runner = f"n/{n}/a"
+        assert _run(url, lambda r, runner=runner: leases.join(r, batch, runner)) == LAST_STEP
+        redis_client.zadd(keys.batch(batch, "runners"), {runner: 1})  # and died in it
+    redis_client.hdel(keys.batch(batch), "watch_at")
+    redis_client.zadd(keys.BATCH_LEASES, {batch: 1})
+    assert leases.adopt(redis_client, batch) is None
+    assert redis_client.hget(keys.batch(batch), "last_step_failed") is not None
+    assert redis_client.zscore(keys.BATCH_LEASES, batch) is None  # no longer watched
+    assert _run(url, lambda r: leases.join(r, batch, "n/9/a")) == -1
+    assert any("failed 5 times in a row; given up" in r.getMessage() for r in caplog.records)

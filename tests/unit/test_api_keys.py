@@ -78,5 +78,8 @@ def test_a_ring_follows_its_file_and_keeps_its_keys_when_the_file_breaks(
     assert ring.find(b) is not None and ring.find(b) is not None
     errors = [r for r in caplog.records if "API keys not reloaded" in r.getMessage()]
     assert len(errors) == 1 and "keys.toml" in errors[0].getMessage()
+    path.write_bytes(b"\xff\xfe not UTF-8")  # an editor's wrong encoding
+    assert ring.find(b) is not None
     path.unlink()
-    assert ring.find(b) is None  # no file: no keys
+    assert ring.find(b) is not None  # the file gone: the keys in force stay, said in the log
+    assert any("the file is gone" in r.getMessage() for r in caplog.records)
