@@ -16,11 +16,16 @@ from proj.settings import Settings, get_settings
 
 T = TypeVar("T")
 
+#: How a watcher's connection shows in Redis's CLIENT LIST.
+CLIENT_NAME = "proj-batch-reader"
+
 
 @contextlib.asynccontextmanager
 async def connected(settings: Settings) -> AsyncIterator[BatchStore]:
     """A batch store on a Redis client of its own (one connection), closed at the end."""
-    client = aioredis.Redis.from_url(settings.broker.redis_url, socket_connect_timeout=5)
+    client = aioredis.Redis.from_url(
+        settings.broker.redis_url, socket_connect_timeout=5, client_name=CLIENT_NAME
+    )
     try:
         yield BatchStore(client, settings.batch.ttl_s)
     finally:
