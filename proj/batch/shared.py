@@ -10,10 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from proj import keys
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+from proj.resilience.lua import text as _s
 
 
 class SharedKeys:

@@ -41,53 +41,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from proj import keys
 from proj.batch import dlq, scripts
+from proj.batch.model import Progress, claim_order
 from proj.batch.shared import SharedKeys
+from proj.resilience.lua import text as _s
 
-
-@dataclass(frozen=True)
-class Progress:
-    """A batch at one moment (what the progress bar and ``proj batches`` show)."""
-
-    batch_id: str
-    pipeline: str
-    total: int
-    done: int
-    failed: int
-    cached: int
-    duplicates: int
-    in_flight: int
-    deferred: int
-    status: str
-    started: float
-    updated: float
-    finished: float | None
-    finalized: float | None = None  # its last step (summary, dead letters) has run
-
-    @property
-    def finished_ok(self) -> bool:
-        return self.status == "finished"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def claim_order(items: list[dict[str, Any]]) -> list[int] | None:
-    """The order runners claim items in when any carries a ``priority`` (0-9): highest first,
-    input order among equals (no priority counts as 0). None: input order."""
-    if not any(item.get("priority") for item in items):
-        return None
-    return sorted(range(len(items)), key=lambda i: -int(items[i].get("priority") or 0))
+__all__ = ["BatchStore", "Progress", "claim_order"]
 
 
 class BatchStore(SharedKeys):
