@@ -13,6 +13,8 @@ from typing import Any
 
 import pydantic
 
+from proj.poison import shown
+
 
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
     try:
@@ -39,7 +41,7 @@ def check(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
         except pydantic.ValidationError as err:
             e = err.errors()[0]
             where = ".".join([name, *(str(p) for p in e.get("loc", ()))])
-            return f"{where}: {e['msg']}, got {value!r}"[:300]
+            return f"{where}: {e['msg']}, got {shown(value)}"
         except (TypeError, pydantic.PydanticSchemaGenerationError):
             continue  # a type pydantic cannot check: by name only
     return None

@@ -28,8 +28,9 @@ def _presented(authorization: str) -> str | None:
 
 class KeyGate:
     """ASGI middleware: a request to ``/v1/`` without a known key is answered 401 before its
-    body is read (a stranger cannot make the server read and parse megabytes). The route's
-    dependency (:func:`require`) then checks the scope and the rate."""
+    body is read (a stranger cannot make the server read and parse megabytes). The key found
+    goes on with the request (``request.state.api_key``); the route's dependency
+    (:func:`require`) checks its scope and rate."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -39,12 +40,14 @@ class KeyGate:
             headers = dict(scope.get("headers", ()))
             token = _presented(headers.get(b"authorization", b"").decode("latin-1"))
             ring: KeyRing = scope["app"].state.keys
-            if token is None or ring.find(token) is None:
+            key = None if token is None else ring.find(token)
+            if key is None:
                 # Connection: close, so the server does not read the rest of a body it refused.
                 shut = {**CHALLENGE, "Connection": "close"}
                 error = ApiError(401, NO_KEY if token is None else UNKNOWN_KEY, headers=shut)
                 await error.response()(scope, receive, send)
                 return
+            scope.setdefault("state", {})["api_key"] = key
         await self.app(scope, receive, send)
 
 
@@ -52,13 +55,7 @@ def require(scope: str) -> Any:
     """A route dependency: the caller's :class:`ApiKey`, which must have ``scope``."""
 
     async def caller(request: Request) -> ApiKey:
-        token = _presented(request.headers.get("authorization", ""))
-        if token is None:
-            raise ApiError(401, NO_KEY, headers=CHALLENGE)
-        ring: KeyRing = request.app.state.keys
-        key = ring.find(token)
-        if key is None:
-            raise ApiError(401, UNKNOWN_KEY, headers=CHALLENGE)
+        key: ApiKey = request.state.api_key  # found by KeyGate, which every /v1/ route is under
         if not key.allows(scope):
             raise ApiError(403, f"API key {key.name!r} does not have the scope {scope!r}")
         if key.rate_limit is not None:

@@ -120,12 +120,13 @@ async def _replay(
     store: BatchStore, batch_id: str, fingerprint: str, key: str, settings: Settings
 ) -> SafeJSONResponse:
     """The answer to a retried request: the first one's answer, for the batch it made."""
-    if await store.meta(batch_id, "request") != fingerprint:
+    first = await store.metas(batch_id, "request", "answer")
+    if first.get("request") != fingerprint:
         raise ApiError(
             422, f"Idempotency-Key {key!r} was used for a different request; use a new key"
         )
     await rewatch(store, batch_id, settings)
-    answer = json.loads(await store.meta(batch_id, "answer") or "{}")
+    answer = json.loads(first.get("answer") or "{}")
     headers = {"Location": answer.get("status_url", ""), "Idempotent-Replayed": "true"}
     return SafeJSONResponse(answer, 202, headers=headers)
 
@@ -211,9 +212,9 @@ async def _state(store: BatchStore, p: Progress) -> dict[str, Any]:
     out: dict[str, Any] = p.to_dict()
     settled = p.done + p.failed
     out["fraction_done"] = round(settled / p.total, 4) if p.total else 1.0
+    kept = await store.metas(p.batch_id, "summary", "callback")
     for field in ("summary", "callback"):
-        raw = await store.meta(p.batch_id, field)
-        out[field] = json.loads(raw) if raw else None
+        out[field] = json.loads(kept[field]) if field in kept else None
     return out
 
 

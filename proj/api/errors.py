@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError
 from starlette.exceptions import HTTPException
 
+from proj.poison import shown
+
 logger = logging.getLogger("proj.api")
 
 
@@ -66,11 +68,6 @@ class ApiError(Exception):
         )
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def validation_message(errors: list[Any]) -> tuple[str, list[dict[str, Any]]]:
     """One line for the first problem (field and value), and every problem as data."""
     problems = []
@@ -86,7 +83,7 @@ def validation_message(errors: list[Any]) -> tuple[str, list[dict[str, Any]]]:
     line = (
         first["reason"]
         if first["field"] == "body" and "value" not in first
-        else (f"{first['field']}: {first['reason']}, got {_shown(first.get('value'))}")
+        else (f"{first['field']}: {first['reason']}, got {shown(first.get('value'))}")
     )
     if len(problems) > 1:
         line += f" (and {len(problems) - 1} more problems)"

@@ -266,9 +266,10 @@ class BatchStore(SharedKeys):
         if not got:
             return []
         at = [i for i, _ in got]
-        results = await self.r.hmget(self.k(batch_id, "results"), at)
-        errors = await self.r.hmget(self.k(batch_id, "errors"), at)
-        places = await self.r.hmget(self.k(batch_id, "positions"), at)
+        pipe = self.r.pipeline(transaction=False)  # one round trip, one slot
+        for part in ("results", "errors", "positions"):
+            pipe.hmget(self.k(batch_id, part), at)
+        results, errors, places = await pipe.execute()
         out = []
         for (i, st), res, err, pos in zip(got, results, errors, places, strict=True):
             raw = res if st == "done" else err
@@ -287,3 +288,8 @@ class BatchStore(SharedKeys):
     async def meta(self, batch_id: str, field: str) -> str | None:
         v = await self.r.hget(self.k(batch_id), field)
         return None if v is None else _s(v)
+
+    async def metas(self, batch_id: str, *fields: str) -> dict[str, str]:
+        """Those of these fields of a batch's hash that are set (one HMGET)."""
+        values = await self.r.hmget(self.k(batch_id), list(fields))
+        return {f: _s(v) for f, v in zip(fields, values, strict=True) if v is not None}

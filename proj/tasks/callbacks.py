@@ -56,9 +56,8 @@ def _addresses(host: str, port: int) -> list[str]:
 
 
 async def _read(s: BatchStore, batch_id: str) -> tuple[Progress | None, dict[str, str]]:
-    names = ("callback_url", "summary", "results_url", "api_key")
-    fields = {f: await s.meta(batch_id, f) for f in names}
-    return await s.progress(batch_id), {k: v for k, v in fields.items() if v is not None}
+    fields = await s.metas(batch_id, "callback_url", "summary", "results_url", "api_key")
+    return await s.progress(batch_id), fields
 
 
 def _countdown(retries: int) -> float:

@@ -75,6 +75,14 @@ def read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float) -> st
     return "".join(lines)
 
 
+def assert_all_gone(proc: subprocess.Popen[str], procs: list[int], settle_s: float) -> None:
+    """``proj up`` exited cleanly and, ``settle_s`` later, none of ``procs`` is alive."""
+    assert proc.returncode == 0
+    time.sleep(settle_s)
+    left = [p for p in procs if alive(p)]
+    assert not left, f"processes left behind: {left}"
+
+
 def stop_up(proc: subprocess.Popen[str]) -> None:
     """SIGTERM a ``proj up`` and wait for it to stop everything it started (killed after 60 s)."""
     proc.send_signal(signal.SIGTERM)

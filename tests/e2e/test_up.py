@@ -14,7 +14,15 @@ import httpx
 import pytest
 
 from proj.stack.redis_server import embedded_redis_server
-from tests.e2e.conftest import alive, clean_env, descendants, proj_exe, read_until, stop_up
+from tests.e2e.conftest import (
+    alive,
+    assert_all_gone,
+    clean_env,
+    descendants,
+    proj_exe,
+    read_until,
+    stop_up,
+)
 
 
 def _submit_through_the_api(url: str, key: str) -> None:
@@ -78,10 +86,7 @@ def test_up_on_embedded_redis_then_sigterm_leaves_no_process(tmp_path: Path) -> 
         assert len(procs) >= 1 + 2 + 3 + 1 + 1 + 1  # redis, 2 workers, flower, metrics, api
     finally:
         stop_up(proc)
-    assert proc.returncode == 0
-    time.sleep(0.5)
-    left = [p for p in procs if alive(p)]
-    assert not left, f"processes left behind: {left}"
+    assert_all_gone(proc, procs, settle_s=0.5)
     # Flower kept what it saw (--persistent), in the state directory.
     assert list((tmp_path / "state").glob("flower.db*")), list((tmp_path / "state").iterdir())
 
@@ -140,10 +145,7 @@ def test_up_with_rabbitmq_as_broker_runs_work_and_leaves_nothing(tmp_path: Path)
         procs = descendants(proc.pid)
     finally:
         stop_up(proc)
-    assert proc.returncode == 0
-    time.sleep(1.0)
-    left = [p for p in procs if alive(p)]
-    assert not left, f"processes left behind: {left}"
+    assert_all_gone(proc, procs, settle_s=1.0)
     # Nothing of its node is left either (it ran under its own name and port mapper).
     beams = subprocess.run(["pgrep", "-f", str(tmp_path / "state")], capture_output=True, text=True)
     assert beams.stdout.strip() == "", beams.stdout
