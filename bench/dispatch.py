@@ -145,6 +145,7 @@ class Figures:
     # concurrency -> side -> tasks/s of each round
     rate: dict[int, dict[str, list[float]]] = field(default_factory=dict)
     worker_cpu_ms: dict[int, dict[str, list[float]]] = field(default_factory=dict)
+    main_cpu_ms: dict[int, dict[str, list[float]]] = field(default_factory=dict)
 
 
 def _order(i: int) -> tuple[str, ...]:
@@ -210,6 +211,7 @@ def _cpu_s(pids: list[str]) -> float:
 class Drain:
     rate: float  # tasks/s
     cpu_ms: float  # worker CPU (main process and pool) per task
+    main_cpu_ms: float  # of which the main process's (the one that feeds the pool)
 
 
 def _drain(url: str, side: str, concurrency: int, backlog: int, logs: Path) -> Drain:
@@ -230,15 +232,17 @@ def _drain(url: str, side: str, concurrency: int, backlog: int, logs: Path) -> D
         return int(sum(pipe.execute()))
 
     workers = Workers(logs)
-    samples: list[tuple[float, int, float]] = []  # (time, tasks left, worker CPU s)
+    # (time, tasks left, worker CPU s, main process CPU s)
+    samples: list[tuple[float, int, float, float]] = []
     try:
         spec = WorkerSpec(f"{side}{concurrency}", (QUEUES[side],), concurrency)
         workers.start(spec, app=APPS[side], env=WORKER_ENV[side])
+        main = [str(workers.procs[0].pid)]
         pids = _group_pids(workers.procs[0].pid)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             left = remaining()
-            samples.append((time.perf_counter(), left, _cpu_s(pids)))
+            samples.append((time.perf_counter(), left, _cpu_s(pids), _cpu_s(main)))
             if left == 0:
                 break
             time.sleep(0.02)
@@ -254,10 +258,10 @@ def _drain(url: str, side: str, concurrency: int, backlog: int, logs: Path) -> D
             f"{side} -c {concurrency}: {backlog - start_left} of {backlog} tasks ran before "
             "the worker answered a ping; use a larger --backlog"
         )
-    t_a, left_a, cpu_a = next(s for s in samples if s[1] <= 0.9 * start_left)
-    t_b, left_b, cpu_b = next(s for s in samples if s[1] <= 0.1 * start_left)
+    t_a, left_a, cpu_a, main_a = next(s for s in samples if s[1] <= 0.9 * start_left)
+    t_b, left_b, cpu_b, main_b = next(s for s in samples if s[1] <= 0.1 * start_left)
     done = left_a - left_b
-    return Drain(done / (t_b - t_a), (cpu_b - cpu_a) / done * 1000)
+    return Drain(done / (t_b - t_a), (cpu_b - cpu_a) / done * 1000, (main_b - main_a) / done * 1000)
 
 
 def measure_throughput(
@@ -271,12 +275,14 @@ def measure_throughput(
 ) -> None:
     rates = fig.rate.setdefault(concurrency, {s: [] for s in SIDES})
     cpu = fig.worker_cpu_ms.setdefault(concurrency, {s: [] for s in SIDES})
+    main = fig.main_cpu_ms.setdefault(concurrency, {s: [] for s in SIDES})
     for i in range(rounds):
         for side in _order(i):
             clients[side].send(backlog)
             d = _drain(url, side, concurrency, backlog, logs / f"{side}-c{concurrency}-{i}")
             rates[side].append(d.rate)
             cpu[side].append(d.cpu_ms)
+            main[side].append(d.main_cpu_ms)
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -324,17 +330,20 @@ def report(fig: Figures, a: argparse.Namespace) -> None:
             t.add_row(
                 *_row(f"-c {c} tasks/s (bare/proj)", rates["proj"], rates["bare"], ratios, ".0f")
             )
-            cpu = fig.worker_cpu_ms[c]
-            ratios = [p / b for p, b in zip(cpu["proj"], cpu["bare"], strict=True)]
-            t.add_row(
-                *_row(
-                    f"-c {c} worker CPU ms/task (proj/bare)",
-                    cpu["proj"],
-                    cpu["bare"],
-                    ratios,
-                    ".2f",
+            for label, cpu in (
+                ("worker CPU", fig.worker_cpu_ms[c]),
+                ("of which main process", fig.main_cpu_ms[c]),
+            ):
+                ratios = [p / b for p, b in zip(cpu["proj"], cpu["bare"], strict=True)]
+                t.add_row(
+                    *_row(
+                        f"-c {c} {label} ms/task (proj/bare)",
+                        cpu["proj"],
+                        cpu["bare"],
+                        ratios,
+                        ".2f",
+                    )
                 )
-            )
         console.print(t)
     if a.bare_delivery == "proj":
         console.print("bare app with proj's delivery settings (acks late, prefetch 1)")

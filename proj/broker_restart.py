@@ -20,9 +20,10 @@ release passes tests/chaos/test_broker_restart.py without it.
 
 A second gap, in kombu's Redis transport: a worker takes a message with BRPOP (the message leaves
 the queue) and records it as unacknowledged with a second command (``QoS.append``: ZADD and
-HSET). If Redis goes away between the two, the record fails, the message is dropped and nothing
-will ever deliver it again (kombu #305): one task in about fifty restarts of
-tests/chaos/test_broker_restart.py. proj retries the record until Redis answers (the consumer
+HSET; one script call in proj's transport). If Redis goes away between the two, the record
+fails, the message is dropped and nothing will ever deliver it again (kombu #305): one task in
+about fifty restarts of tests/chaos/test_broker_restart.py. proj retries the record (kombu's
+and proj's transport's) until Redis answers (the consumer
 waits, as it does while it reconnects), for at most :data:`RECORD_DEADLINE_S`; past that the
 task still runs here, held in memory only, and one line says so. Tested by
 tests/integration/test_unacked_record.py, which kills Redis in that window.
@@ -30,6 +31,7 @@ tests/integration/test_unacked_record.py, which kills Redis in that window.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -39,13 +41,15 @@ from celery.utils.log import get_logger
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
+from proj import transport
 from proj.resilience.backoff import Backoff
 
 logger = get_logger(__name__)
 
 _KEPT = "_proj_connparams"  # channel attribute: {asynchronous: the last parameters built}
 _ORIGINAL = kombu_redis.Channel._connparams
-_APPEND = kombu_redis.QoS.append
+#: The QoS classes whose ``append`` is retried: kombu's, and proj's (proj/transport.py).
+_QOS = (kombu_redis.QoS, transport.QoS)
 
 RECORD_DEADLINE_S = 60.0
 """How long a worker waits for Redis to record a message it has just taken, before it runs the
@@ -71,45 +75,55 @@ def _task_id(message: Any) -> str:
     return str(headers.get("id") or getattr(message, "delivery_tag", "?"))
 
 
-def _append(self: Any, message: Any, delivery_tag: str) -> None:
-    """kombu's ``QoS.append`` (record a message just taken as unacknowledged), retried while
-    Redis is unreachable instead of dropping the message."""
-    deadline = time.monotonic() + RECORD_DEADLINE_S
-    attempt = 0
-    while True:
-        try:
-            _APPEND(self, message, delivery_tag)
-        except _UNREACHABLE as err:
-            attempt += 1
-            if time.monotonic() >= deadline:
-                logger.error(
-                    "Redis unreachable for %.0f s: task %s runs without an unacknowledged "
-                    "record; if this worker stops before it ends, it is not delivered again (%s)",
-                    RECORD_DEADLINE_S,
-                    _task_id(message),
-                    err,
-                )
-                virtual.QoS.append(self, message, delivery_tag)
+def _retrying(record: Any) -> Any:
+    """A QoS ``append`` (record a message just taken as unacknowledged) retried while Redis
+    is unreachable instead of dropping the message."""
+
+    @functools.wraps(record)
+    def append(self: Any, message: Any, delivery_tag: str) -> None:
+        deadline = time.monotonic() + RECORD_DEADLINE_S
+        attempt = 0
+        while True:
+            try:
+                record(self, message, delivery_tag)
+            except _UNREACHABLE as err:
+                attempt += 1
+                if time.monotonic() >= deadline:
+                    logger.error(
+                        "Redis unreachable for %.0f s: task %s runs without an unacknowledged "
+                        "record; if this worker stops before it ends, it is not delivered "
+                        "again (%s)",
+                        RECORD_DEADLINE_S,
+                        _task_id(message),
+                        err,
+                    )
+                    virtual.QoS.append(self, message, delivery_tag)
+                    return
+                if attempt == 1:
+                    logger.warning(
+                        "Redis went away as task %s was taken from the queue: waiting to "
+                        "record it as unacknowledged (%s)",
+                        _task_id(message),
+                        err,
+                    )
+                time.sleep(RECORD_BACKOFF.delay(attempt))
+            else:
+                if attempt:
+                    logger.warning("task %s recorded as unacknowledged", _task_id(message))
                 return
-            if attempt == 1:
-                logger.warning(
-                    "Redis went away as task %s was taken from the queue: waiting to record it "
-                    "as unacknowledged (%s)",
-                    _task_id(message),
-                    err,
-                )
-            time.sleep(RECORD_BACKOFF.delay(attempt))
-        else:
-            if attempt:
-                logger.warning("task %s recorded as unacknowledged", _task_id(message))
-            return
+
+    append._proj_retrying = True  # type: ignore[attr-defined]
+    return append
 
 
 def patch() -> None:
     """Make kombu's Redis channels keep their connection parameters and retry the record of
     a message just taken (idempotent)."""
     kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]
-    kombu_redis.QoS.append = _append  # type: ignore[method-assign]
+    for cls in _QOS:
+        own = cls.__dict__["append"]
+        if not getattr(own, "_proj_retrying", False):
+            cls.append = _retrying(own)  # type: ignore[method-assign]
 
 
 def install(app: Any) -> None:

@@ -140,9 +140,10 @@ class Consumer(CeleryConsumer):
     Celery buffers a worker's task events (received, started, succeeded: three per task) but
     flushes the buffer on the next turn of the event loop: with a busy worker, one Redis
     PUBLISH per event, each a round trip of the process that feeds the pool. Here a flush
-    waits up to EVENT_FLUSH_S (or until Celery's buffer of 24 is full), so one ``task.multi``
-    message carries many events; Flower and every Celery event receiver read those as before.
-    Monitors see events up to EVENT_FLUSH_S later; what is buffered at a warm shutdown is sent.
+    waits up to EVENT_FLUSH_S (or until proj.events.BUFFER_LIMIT events wait), so one
+    ``task.multi`` message carries many events; Flower and every Celery event receiver read
+    those as before. Monitors see events up to EVENT_FLUSH_S later; what is buffered at a warm
+    shutdown is sent.
     """
 
     EVENT_FLUSH_S = 0.1

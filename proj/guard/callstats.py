@@ -58,6 +58,10 @@ def working_on(pipeline: str) -> Iterator[None]:
 class CallStats:
     """The counts of one process, sent in batches."""
 
+    #: Figures only: a second late is fine, and a busy worker sends one pipeline a second,
+    #: not twenty (:mod:`proj.guard.flusher`).
+    flush_interval_s = 1.0
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pid = os.getpid()

@@ -1,9 +1,11 @@
 """One background thread per process that sends buffered counts to Redis.
 
 Breakers and the adaptive controller's outcome recorder count calls in memory and send them
-in batches (every ``interval_s``), so a guarded call costs no Redis round trip. Whatever
-buffers registers a ``flush`` callable; the thread calls every one each interval, and
-:func:`flush_all` does it at once (a process that is about to exit). The thread is made on
+in batches (every INTERVAL_S), so a guarded call costs no Redis round trip. Whatever buffers
+registers an object with a ``flush`` method, and may give it a ``flush_interval_s`` of its own
+(figures for ``proj metrics`` can wait a second; a breaker's failures should not); the thread
+calls each one once its interval has passed, and :func:`flush_all` does it at once (a process
+that is about to exit). The thread is made on
 first use and again after a fork (threads do not survive ``fork``).
 """
 
@@ -28,6 +30,7 @@ class Flushable(Protocol):
 
 _lock = threading.Lock()
 _members: weakref.WeakSet[Flushable] = weakref.WeakSet()
+_flushed_at: weakref.WeakKeyDictionary[Flushable, float] = weakref.WeakKeyDictionary()
 _wake = threading.Event()
 _thread: threading.Thread | None = None
 
@@ -69,13 +72,35 @@ def _flush(fn: Callable[[], None]) -> None:
         logger.exception("flushing %r failed", fn)
 
 
+def _flush_due() -> float | None:
+    """Flush the members whose interval has passed since they were last flushed; the seconds
+    until the next of the others is due, or None when every one has been flushed."""
+    now = time.monotonic()
+    with _lock:
+        members = list(_members)
+    later: float | None = None
+    for m in members:
+        due = _flushed_at.get(m, 0.0) + getattr(m, "flush_interval_s", INTERVAL_S)
+        if due <= now:
+            _flushed_at[m] = now
+            _flush(m.flush)
+        else:
+            later = due - now if later is None else min(later, due - now)
+    return later
+
+
 def _run() -> None:
-    # Idle until something is buffered, then batch what arrives within one interval.
+    # Idle until something is buffered, then batch what arrives within one interval (or the
+    # member's own, longer one).
     while True:
         _wake.wait()
         _wake.clear()
         time.sleep(INTERVAL_S)
-        flush_all()
+        wait = _flush_due()
+        while wait is not None:
+            if _wake.wait(wait):
+                break  # buffered again meanwhile: a new interval, for the members that are due
+            wait = _flush_due()
 
 
 def _ensure_thread() -> None:

@@ -102,13 +102,17 @@ def test_metrics_show_queues_tasks_breakers_and_adaptive_workers(
     assert _value(after, "proj_tasks_total", task="proj.work", state="failed") == 1
     assert _value(after, "proj_task_runtime_seconds_count", task="proj.ping") == n
     assert _value(after, "proj_queue_depth", queue="bulk") == 0
-    wait_until(
-        lambda: (
-            _value(_scrape(registry), "proj_calls_total", outcome="success", pipeline=company) == 3
-        ),
-        10,
-        "the worker's call counts",
-    )
+    def calls_counted() -> bool:  # each process sends its counts once a second
+        s = _scrape(registry)
+        return (
+            _value(s, "proj_calls_total", outcome="success", pipeline=company) == 3
+            and _value(s, "proj_calls_total", dependency="ai", outcome="success") == 1
+            and _value(s, "proj_calls_total", dependency="company", pipeline="company") == 2
+            and _value(s, "proj_breaker_refused_total", breaker="metrics-demo") == 1
+            and _value(s, "proj_rate_limit_grants_total", limit="metrics-limit") == 3
+        )
+
+    wait_until(calls_counted, 10, "the call counts of the workers and of this process")
     after = _scrape(registry)
     assert _value(after, "proj_calls_total", dependency="ai", outcome="success") == 1
     # Each call is counted for the work that made it: the task, or the batch's pipeline.

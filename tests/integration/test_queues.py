@@ -101,10 +101,16 @@ def test_work_lands_on_the_queue_its_category_names_with_the_rules_model(
     def counted() -> dict[str, Any]:
         return snapshot(get_settings())
 
-    def legal_counted() -> bool:  # a run's figures go out after its cost: wait for the run
-        return counted()["queue_figures"].get("legal", {}).get("runs") == 1
+    def all_counted() -> bool:  # each worker process sends its figures once a second
+        snap = counted()
+        queues, categories = snap["queue_figures"], snap["category_figures"]
+        return (
+            queues.get("legal", {}).get("runs") == 1
+            and categories.get("simple_content", {}).get("runs") == 1
+            and queues.get("general", {}).get("runs", 0) >= 1
+        )
 
-    wait_until(legal_counted, 10, "the workers' counts")
+    wait_until(all_counted, 10, "the workers' counts")
     snap = counted()
     legal = snap["queue_figures"]["legal"]
     assert legal["runs"] == 1 and legal["error_rate"] == 0.0 and legal["failed"] == 0

@@ -1,11 +1,12 @@
 """A worker takes a message off a Redis queue (BRPOP) and then records it as unacknowledged
-(``QoS.append``: ZADD + HSET). Redis killed between the two: kombu alone drops the message;
-with :mod:`proj.broker_restart` the worker waits for Redis and records it, so the message is
-acknowledged normally or delivered again, never lost.
+(``QoS.append``: ZADD + HSET, one script call in proj's transport). Redis killed between the
+two: the transport alone drops the message; with :mod:`proj.broker_restart` the worker waits
+for Redis and records it, so the message is acknowledged normally or delivered again, never
+lost. Both kombu's Redis transport and proj's (proj/transport.py) are checked.
 
 Real parts: this test's own redis-server (append-only file on, SIGKILLed and started again on
-its port and data) and kombu's Redis transport. The only thing added is the moment of the
-kill: just before the record is written.
+its port and data) and the transports. The only thing added is the moment of the kill: just
+before the record is written.
 """
 
 from __future__ import annotations
@@ -22,11 +23,18 @@ import redis as redis_lib
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.transport import redis as kombu_redis
 
-from proj import broker_restart
+from proj import broker_restart, transport
 from proj.stack.redis_server import RedisServer
 
 QUEUE = Queue("window", Exchange("window", type="direct"), routing_key="window")
 DOWN_S = 1.0
+TRANSPORTS = {"kombu": kombu_redis.Transport, "proj": transport.Transport}
+
+
+def _record(kind: str) -> Callable[..., None]:
+    """The transport's own ``append``, without proj's retry."""
+    own = TRANSPORTS[kind].Channel.QoS.__dict__["append"]
+    return getattr(own, "__wrapped__", own)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -80,15 +88,17 @@ def _killing(
 
 
 def _publish(url: str, body: dict[str, int]) -> None:
-    with Connection(url) as conn:
+    with Connection(url, transport=kombu_redis.Transport) as conn:
         Producer(conn.default_channel).publish(
             body, exchange=QUEUE.exchange, routing_key="window", declare=[QUEUE], serializer="json"
         )
 
 
-def _take_one(url: str, got: list[Any]) -> Connection:
+def _take_one(url: str, kind: str, got: list[Any]) -> Connection:
     """Consume (acks late) until one message arrives; the connection stays open."""
-    conn = Connection(url, transport_options={"visibility_timeout": 3600})
+    conn = Connection(
+        url, transport=TRANSPORTS[kind], transport_options={"visibility_timeout": 3600}
+    )
     consumer = Consumer(conn.default_channel, [QUEUE], accept=["json"])
     consumer.register_callback(lambda body, message: got.append(message))
     consumer.consume()
@@ -110,18 +120,18 @@ def _held(url: str) -> tuple[int, int]:
         client.close()
 
 
+@pytest.mark.parametrize("kind", TRANSPORTS)
 def test_a_message_taken_as_redis_dies_is_recorded_when_it_returns(
-    server: RedisServer, done: threading.Event, monkeypatch: pytest.MonkeyPatch
+    kind: str, server: RedisServer, done: threading.Event, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     box: dict[str, Any] = {}
-    monkeypatch.setattr(kombu_redis.QoS, "append", broker_restart._append)
-    monkeypatch.setattr(
-        broker_restart, "_APPEND", _killing(server, done, broker_restart._APPEND, box)
-    )
+    qos = TRANSPORTS[kind].Channel.QoS
+    killing = _killing(server, done, _record(kind), box)
+    monkeypatch.setattr(qos, "append", broker_restart._retrying(killing))
     _publish(server.url, {"n": 1})
 
     got: list[Any] = []
-    conn = _take_one(server.url, got)
+    conn = _take_one(server.url, kind, got)
     try:
         assert box["back"].wait(30)
         assert [m.payload for m in got] == [{"n": 1}]  # delivered once Redis took the record
@@ -132,20 +142,21 @@ def test_a_message_taken_as_redis_dies_is_recorded_when_it_returns(
         conn.release()
 
 
-def test_without_proj_kombu_drops_a_message_taken_as_redis_dies(
-    server: RedisServer, done: threading.Event, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("kind", TRANSPORTS)
+def test_without_the_retry_a_message_taken_as_redis_dies_is_dropped(
+    kind: str, server: RedisServer, done: threading.Event, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The gap the patch closes, in kombu 5.7.0 alone: if this starts failing, kombu records
-    the message itself and proj's retry of the record can go."""
+    """The gap the retry closes, in kombu 5.7.0 alone (and in proj's transport without it): if
+    the kombu case starts failing, kombu records the message itself and proj's retry of the
+    record can go."""
     box: dict[str, Any] = {}
-    monkeypatch.setattr(
-        kombu_redis.QoS, "append", _killing(server, done, broker_restart._APPEND, box)
-    )
+    qos = TRANSPORTS[kind].Channel.QoS
+    monkeypatch.setattr(qos, "append", _killing(server, done, _record(kind), box))
     _publish(server.url, {"n": 1})
 
     got: list[Any] = []
     with pytest.raises(redis_lib.ConnectionError):
-        _take_one(server.url, got).release()
+        _take_one(server.url, kind, got).release()
     assert box["back"].wait(30)
     assert got == []
     assert _held(server.url) == (0, 0)  # not in the queue, not recorded: lost

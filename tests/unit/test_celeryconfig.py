@@ -50,6 +50,17 @@ def test_config_explicit_startup_retry_expiry_and_events() -> None:
     assert app.conf.task_send_sent_event is True
 
 
+def test_task_events_are_buffered_in_bigger_batches_than_celery_s() -> None:
+    """A worker's task events leave in batches of up to BUFFER_LIMIT (Celery: 24); a caller
+    that names its own limit keeps it."""
+    from proj.events import BUFFER_LIMIT, EventDispatcher
+
+    dispatcher = app.events.Dispatcher(enabled=False, buffer_group=["task"])
+    assert isinstance(dispatcher, EventDispatcher)
+    assert dispatcher.buffer_limit == BUFFER_LIMIT > 24
+    assert app.events.Dispatcher(enabled=False, buffer_limit=5).buffer_limit == 5
+
+
 def test_config_declares_the_declared_queues() -> None:
     """urgent and bulk, and compliance (the documents pipeline's review step): the queues of
     config/queues.toml."""

@@ -1,0 +1,160 @@
+"""proj's Redis transport (proj/transport.py) records a message it takes as unacknowledged, and
+forgets it at the ack, with one script call each instead of kombu's MULTI/EXEC. The records
+must be kombu's own: same keys, same values, so kombu's restore (a channel closed with
+messages unacknowledged, a visibility timeout passed) gives them back unchanged.
+
+Real parts: the session's Redis, kombu connections with either transport.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.transport import redis as kombu_redis
+from kombu.utils.json import loads
+
+from proj import transport
+
+QUEUE = Queue("tq", Exchange("tq", type="direct"), routing_key="tq")
+
+
+def _publish(url: str, *bodies: dict[str, int]) -> None:
+    with Connection(url, transport=kombu_redis.Transport) as conn:
+        producer = Producer(conn.default_channel)
+        for body in bodies:
+            producer.publish(
+                body, exchange=QUEUE.exchange, routing_key="tq", declare=[QUEUE], serializer="json"
+            )
+
+
+def _take(conn: Connection, n: int) -> list[Any]:
+    """Consume (acks late, prefetch n) until ``n`` messages have arrived."""
+    got: list[Any] = []
+    consumer = Consumer(conn.default_channel, [QUEUE], accept=["json"], prefetch_count=n)
+    consumer.register_callback(lambda body, message: got.append(message))
+    consumer.consume()
+    deadline = time.monotonic() + 15
+    while len(got) < n and time.monotonic() < deadline:
+        try:
+            conn.drain_events(timeout=1)
+        except TimeoutError:
+            continue
+    assert len(got) == n
+    return got
+
+
+@pytest.fixture
+def url(redis_client: redis_lib.Redis) -> str:
+    kwargs = redis_client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+@pytest.fixture
+def proj_conn(url: str) -> Iterator[Connection]:
+    conn = Connection(url, transport=transport.Transport)
+    yield conn
+    conn.release()
+
+
+def _records(client: redis_lib.Redis, prefix: str = "") -> tuple[set[str], dict[str, Any]]:
+    index = {t.decode() for t in client.zrange(f"{prefix}unacked_index", 0, -1)}
+    table = {k.decode(): loads(v) for k, v in client.hgetall(f"{prefix}unacked").items()}
+    return index, table
+
+
+def test_a_taken_message_is_recorded_as_kombu_records_it(
+    url: str, redis_client: redis_lib.Redis, proj_conn: Connection
+) -> None:
+    _publish(url, {"n": 1}, {"n": 2})
+    before = time.time()
+    messages = _take(proj_conn, 2)
+    assert type(proj_conn.default_channel.qos) is transport.QoS
+
+    index, table = _records(redis_client)
+    tags = {m.delivery_tag for m in messages}
+    assert index == tags == set(table)
+    for m in messages:
+        assert table[m.delivery_tag] == [m._raw, "tq", "tq"]  # kombu's [message, exchange, key]
+        score = redis_client.zscore("unacked_index", m.delivery_tag)
+        assert score is not None and before - 1 <= score <= time.time() + 1
+
+    messages[0].ack()
+    messages[1].reject(requeue=False)
+    assert _records(redis_client) == (set(), {})
+    assert redis_client.llen("tq") == 0  # a rejected message is gone, as in kombu
+
+
+def test_a_requeued_message_goes_back_to_its_queue(
+    url: str, redis_client: redis_lib.Redis, proj_conn: Connection
+) -> None:
+    _publish(url, {"n": 1})
+    [message] = _take(proj_conn, 1)
+    message.requeue()
+    assert _records(redis_client) == (set(), {})
+    with Connection(url, transport=kombu_redis.Transport) as conn:
+        assert [m.payload for m in _take(conn, 1)] == [{"n": 1}]
+
+
+def test_kombu_restores_what_proj_recorded_once_the_visibility_timeout_passes(
+    url: str, redis_client: redis_lib.Redis, proj_conn: Connection
+) -> None:
+    """A worker killed while holding a message: kombu's sweep of another worker, with its
+    own transport, finds proj's record and puts the message back, unchanged."""
+    _publish(url, {"n": 7})
+    [taken] = _take(proj_conn, 1)
+    with Connection(
+        url, transport=kombu_redis.Transport, transport_options={"visibility_timeout": 0}
+    ) as other:
+        qos = other.default_channel.qos
+        time.sleep(0.01)
+        qos.restore_visible(num=10)
+        assert _records(redis_client) == (set(), {})
+        [again] = _take(other, 1)
+        assert again.payload == {"n": 7}
+        assert again.headers == {**taken.headers, "redelivered": True}
+        again.ack()
+
+
+def test_a_closed_channel_gives_back_what_it_held(url: str, redis_client: redis_lib.Redis) -> None:
+    _publish(url, {"n": 1}, {"n": 2})
+    conn = Connection(url, transport=transport.Transport)
+    _take(conn, 2)
+    conn.release()  # a warm shutdown: unacknowledged messages are restored
+    assert _records(redis_client) == (set(), {})
+    assert redis_client.llen("tq") == 2
+
+
+def test_the_record_survives_a_flushed_script_cache(
+    url: str, redis_client: redis_lib.Redis, proj_conn: Connection
+) -> None:
+    """A restarted Redis has forgotten the scripts: they are loaded again, nothing fails."""
+    _publish(url, {"n": 1}, {"n": 2})
+    [first] = _take(proj_conn, 1)
+    redis_client.script_flush()
+    first.ack()
+    _publish(url, {"n": 3})
+    second = _take(proj_conn, 1)[0]
+    assert set(_records(redis_client)[1]) == {second.delivery_tag}
+    second.ack()
+    assert _records(redis_client) == (set(), {})
+
+
+def test_with_a_global_key_prefix_kombu_s_own_path_is_kept(
+    url: str, redis_client: redis_lib.Redis
+) -> None:
+    options = {"global_keyprefix": "pfx:"}
+    with Connection(url, transport=kombu_redis.Transport, transport_options=options) as conn:
+        Producer(conn.default_channel).publish(
+            {"n": 1}, exchange=QUEUE.exchange, routing_key="tq", declare=[QUEUE]
+        )
+    with Connection(url, transport=transport.Transport, transport_options=options) as conn:
+        [message] = _take(conn, 1)
+        assert set(_records(redis_client, "pfx:")[1]) == {message.delivery_tag}
+        assert _records(redis_client) == (set(), {})
+        message.ack()
+        assert _records(redis_client, "pfx:") == (set(), {})
