@@ -1,22 +1,27 @@
 """What proj adds to the dispatch of a no-op task: publish cost and execution throughput.
 
     python -m bench.dispatch [--publish 2000] [--rounds 5] [--backlog 3000]
-                             [--throughput-rounds 3] [--concurrency 2 [1]]
+                             [--throughput-rounds 8] [--concurrency 2 [1]]
 
 One run, one private Redis, proj's app against a bare Celery app (same broker and result
-backend, JSON, Celery's defaults otherwise), side by side, order alternating every round
-(A B, B A, ...) so drift hits both alike:
-  publish     two client processes, one per app (each imports only its own app: proj's signal
+backend, JSON, Celery's defaults otherwise), side by side, the order turning every round so
+drift hits every side alike:
+  publish     one client process per app (each imports only its own app: proj's signal
               handlers are process-wide); every round each sends N ``.delay()`` of a no-op task
               (proj.ping / bench.dispatch.noop) with no worker running. Per-call wall time and
               client CPU (all threads), proj / bare, median of the rounds.
-  execution   a backlog of M no-op tasks, then one prefork worker (-c 2; --concurrency 2 1
-              adds -c 1) drains it: proj's app and ProjTask base against the bare app, each
-              with its own settings. Tasks/s over the middle 80% of the drain (worker start
-              and tail left out), bare / proj; and the worker's CPU (main process and pool)
-              per task, proj / bare: the steadier figure on a busy machine. > 1: proj slower.
-Targets: publish proj / bare <= 1.2x, execution bare / proj <= 1.1x. ``--bare-delivery proj``
-gives the bare app proj's delivery settings (acks late, prefetch 1), leaving the task base.
+  execution   one prefork worker per side (-c 2; --concurrency 2 1 adds -c 1), all started
+              once and kept: proj's app and ProjTask base; the bare app; and the bare app with
+              proj's delivery settings (acks late, reject on a lost child, prefetch 1), which
+              leaves what the task base and proj's worker add. Each round fills one side's
+              queue with M no-op tasks while its worker does not consume it, then lets the
+              worker drain it (Celery's cancel_consumer / add_consumer). Tasks/s over the
+              middle 80% of the drain, other / proj; and the worker's CPU per task (all its
+              processes, and its main process, the one that feeds the pool), proj / other:
+              the steadier figures on a busy machine. > 1: proj slower. Rounds are a few
+              seconds each, so many of them turn within a minute and a burst of load hits
+              every side alike.
+Targets: publish proj / bare <= 1.2x, execution bare / proj <= 1.1x.
 This module is also the bare app (``celery -A bench.dispatch worker``): it imports no proj.
 """
 
@@ -45,7 +50,7 @@ app.conf.update(
     result_serializer="json",
     broker_connection_retry_on_startup=True,
 )
-if os.environ.get("BENCH_BARE_DELIVERY") == "proj":  # --bare-delivery proj
+if os.environ.get("BENCH_BARE_DELIVERY") == "proj":  # the bare-late side's worker
     # proj's delivery guarantees on the bare app: ack after the task ran, a killed child's
     # task requeued, a worker reserves only what it runs. What is left is the task base.
     app.conf.update(
@@ -53,13 +58,16 @@ if os.environ.get("BENCH_BARE_DELIVERY") == "proj":  # --bare-delivery proj
     )
 
 SIDES = ("proj", "bare")
+#: The execution figures also run the bare app with proj's delivery settings.
+EXEC_SIDES = ("proj", "bare", "bare-late")
 #: Queue each side's no-op task goes to (proj's router sends proj.ping to the bulk queue).
-QUEUES = {"proj": "bulk", "bare": "celery"}
-APPS = {"proj": "proj", "bare": "bench.dispatch"}
+QUEUES = {"proj": "bulk", "bare": "celery", "bare-late": "late"}
+APPS = {"proj": "proj", "bare": "bench.dispatch", "bare-late": "bench.dispatch"}
 #: A proj worker checks at start that its providers have a URL and a key; no-ops call none.
 WORKER_ENV = {
     "proj": {"PROVIDER_BASE_URL": "http://127.0.0.1:9", "PROVIDER_API_KEY": "bench-unused"},
     "bare": {},
+    "bare-late": {"BENCH_BARE_DELIVERY": "proj"},
 }
 #: kombu's Redis transport keeps one list per priority step: ``q``, ``q\x06\x16<step>``.
 _PRIORITY_SEP = "\x06\x16"
@@ -76,21 +84,23 @@ def noop() -> str:
 
 def _client(side: str) -> None:
     """A publisher: for each line N on stdin, send N ``.delay()`` and print wall and CPU s."""
-    task: Any
+    send: Any
     if side == "proj":
         from proj.tasks.demo import ping
 
-        task = ping
+        send = ping.delay
+    elif side == "bare":
+        send = noop.delay
     else:
-        task = noop
+        send = noop.s().set(queue=QUEUES[side]).delay
     for _ in range(50):  # connect, declare, fill caches: not part of any round
-        task.delay()
+        send()
     print("ready", flush=True)
     for line in sys.stdin:
         n = int(line)
         wall0, cpu0 = time.perf_counter(), time.process_time()
         for _ in range(n):
-            task.delay()
+            send()
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         print(f"{wall} {cpu}", flush=True)
 
@@ -148,8 +158,10 @@ class Figures:
     main_cpu_ms: dict[int, dict[str, list[float]]] = field(default_factory=dict)
 
 
-def _order(i: int) -> tuple[str, ...]:
-    return SIDES if i % 2 == 0 else SIDES[::-1]
+def _order(i: int, sides: tuple[str, ...] = SIDES) -> tuple[str, ...]:
+    """Round ``i``'s order: each side first in turn, forwards then backwards."""
+    turned = sides[i % len(sides) :] + sides[: i % len(sides)]
+    return turned if (i // len(sides)) % 2 == 0 else turned[::-1]
 
 
 def measure_publish(clients: dict[str, Client], n: int, rounds: int, fig: Figures) -> None:
@@ -214,54 +226,79 @@ class Drain:
     main_cpu_ms: float  # of which the main process's (the one that feeds the pool)
 
 
-def _drain(url: str, side: str, concurrency: int, backlog: int, logs: Path) -> Drain:
-    """Start one worker on a queue holding ``backlog`` tasks and time the middle 80% of the
-    drain (tasks leaving the queue; with a backlog that is the rate they are run at)."""
-    import redis
+class Gate:
+    """Both apps' workers, started once per pool size and kept for every round. A worker
+    consumes only while its backlog drains: its queue is filled with the worker not consuming
+    it (Celery's ``cancel_consumer``), then ``add_consumer`` opens it, so the drain starts
+    with the whole backlog waiting and no worker start-up in any round."""
 
-    from bench._harness import Workers
-    from proj.stack.up import WorkerSpec
+    def __init__(self, url: str, concurrency: int, logs: Path) -> None:
+        import redis
 
-    client = redis.Redis.from_url(url)
-    keys = _queue_keys(QUEUES[side])
+        from bench._harness import Workers
+        from proj.stack.up import WorkerSpec
 
-    def remaining() -> int:
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
+        self.url, self.concurrency = url, concurrency
+        self.client = redis.Redis.from_url(url)
+        # Control messages only: any app on the same Redis reaches both workers' mailboxes.
+        self.control = Celery("bench-dispatch-control", broker=url, backend=url).control
+        self.workers = Workers(logs)
+        self.nodes: dict[str, str] = {}
+        self.pids: dict[str, int] = {}
+        try:
+            for side in EXEC_SIDES:
+                spec = WorkerSpec(f"{side}{concurrency}", (QUEUES[side],), concurrency)
+                self.workers.start(spec, app=APPS[side], env=WORKER_ENV[side])
+                self.nodes[side], self.pids[side] = spec.nodename, self.workers.procs[-1].pid
+                self._consume(side, False)
+        except BaseException:
+            self.close()
+            raise
+
+    def _consume(self, side: str, on: bool) -> None:
+        command = self.control.add_consumer if on else self.control.cancel_consumer
+        replies = command(QUEUES[side], destination=[self.nodes[side]], reply=True, timeout=10)
+        if not replies:
+            raise RuntimeError(f"{self.nodes[side]} did not answer {command.__name__}")
+
+    def remaining(self, side: str) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for key in _queue_keys(QUEUES[side]):
             pipe.llen(key)
         return int(sum(pipe.execute()))
 
-    workers = Workers(logs)
-    # (time, tasks left, worker CPU s, main process CPU s)
-    samples: list[tuple[float, int, float, float]] = []
-    try:
-        spec = WorkerSpec(f"{side}{concurrency}", (QUEUES[side],), concurrency)
-        workers.start(spec, app=APPS[side], env=WORKER_ENV[side])
-        main = [str(workers.procs[0].pid)]
-        pids = _group_pids(workers.procs[0].pid)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            left = remaining()
-            samples.append((time.perf_counter(), left, _cpu_s(pids), _cpu_s(main)))
-            if left == 0:
-                break
-            time.sleep(0.02)
-    finally:
-        workers.stop()
-        client.delete(*keys)  # what a stopped worker handed back, for a clean next round
-        client.close()
-    if not samples or samples[-1][1] != 0:
-        raise RuntimeError(f"{side} -c {concurrency}: the backlog did not drain")
-    start_left = samples[0][1]
-    if start_left < backlog // 2:
-        raise RuntimeError(
-            f"{side} -c {concurrency}: {backlog - start_left} of {backlog} tasks ran before "
-            "the worker answered a ping; use a larger --backlog"
+    def drain(self, side: str, client: Client, backlog: int) -> Drain:
+        """Fill the queue of ``side``, let its worker drain it, and time the middle 80% of the
+        drain (tasks leaving the queue; with a backlog that is the rate they are run at)."""
+        client.send(backlog)
+        main = [str(self.pids[side])]
+        pids = _group_pids(self.pids[side])
+        # (time, tasks left, worker CPU s, main process CPU s)
+        samples: list[tuple[float, int, float, float]] = []
+        self._consume(side, True)
+        try:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                left = self.remaining(side)
+                samples.append((time.perf_counter(), left, _cpu_s(pids), _cpu_s(main)))
+                if left == 0:
+                    break
+                time.sleep(0.02)
+        finally:
+            self._consume(side, False)
+        if samples[-1][1] != 0:
+            raise RuntimeError(f"{side} -c {self.concurrency}: the backlog did not drain")
+        start_left = samples[0][1]
+        t_a, left_a, cpu_a, main_a = next(s for s in samples if s[1] <= 0.9 * start_left)
+        t_b, left_b, cpu_b, main_b = next(s for s in samples if s[1] <= 0.1 * start_left)
+        done = left_a - left_b
+        return Drain(
+            done / (t_b - t_a), (cpu_b - cpu_a) / done * 1000, (main_b - main_a) / done * 1000
         )
-    t_a, left_a, cpu_a, main_a = next(s for s in samples if s[1] <= 0.9 * start_left)
-    t_b, left_b, cpu_b, main_b = next(s for s in samples if s[1] <= 0.1 * start_left)
-    done = left_a - left_b
-    return Drain(done / (t_b - t_a), (cpu_b - cpu_a) / done * 1000, (main_b - main_a) / done * 1000)
+
+    def close(self) -> None:
+        self.workers.stop()
+        self.client.close()
 
 
 def measure_throughput(
@@ -273,16 +310,21 @@ def measure_throughput(
     logs: Path,
     fig: Figures,
 ) -> None:
-    rates = fig.rate.setdefault(concurrency, {s: [] for s in SIDES})
-    cpu = fig.worker_cpu_ms.setdefault(concurrency, {s: [] for s in SIDES})
-    main = fig.main_cpu_ms.setdefault(concurrency, {s: [] for s in SIDES})
-    for i in range(rounds):
-        for side in _order(i):
-            clients[side].send(backlog)
-            d = _drain(url, side, concurrency, backlog, logs / f"{side}-c{concurrency}-{i}")
-            rates[side].append(d.rate)
-            cpu[side].append(d.cpu_ms)
-            main[side].append(d.main_cpu_ms)
+    rates = fig.rate.setdefault(concurrency, {s: [] for s in EXEC_SIDES})
+    cpu = fig.worker_cpu_ms.setdefault(concurrency, {s: [] for s in EXEC_SIDES})
+    main = fig.main_cpu_ms.setdefault(concurrency, {s: [] for s in EXEC_SIDES})
+    gate = Gate(url, concurrency, logs / f"c{concurrency}")
+    try:
+        for side in EXEC_SIDES:  # a first drain each, not counted: imports, caches, connections
+            gate.drain(side, clients[side], min(backlog, 500))
+        for i in range(rounds):
+            for side in _order(i, EXEC_SIDES):
+                d = gate.drain(side, clients[side], backlog)
+                rates[side].append(d.rate)
+                cpu[side].append(d.cpu_ms)
+                main[side].append(d.main_cpu_ms)
+    finally:
+        gate.close()
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -321,32 +363,41 @@ def report(fig: Figures, a: argparse.Namespace) -> None:
     if fig.rate:
         t = Table(
             title=f"execution: backlog of {a.backlog} no-op tasks, one prefork worker, "
-            f"{a.throughput_rounds} rounds (A B, B A)"
+            f"{a.throughput_rounds} rounds (order turning)"
         )
-        for col in ("", "proj", "bare", "ratio (median)", "per round"):
+        for col in ("", "proj", "other", "ratio (median)", "per round"):
             t.add_column(col, justify="right")
         for c, rates in sorted(fig.rate.items(), reverse=True):
-            ratios = [b / p for p, b in zip(rates["proj"], rates["bare"], strict=True)]
-            t.add_row(
-                *_row(f"-c {c} tasks/s (bare/proj)", rates["proj"], rates["bare"], ratios, ".0f")
-            )
-            for label, cpu in (
-                ("worker CPU", fig.worker_cpu_ms[c]),
-                ("of which main process", fig.main_cpu_ms[c]),
-            ):
-                ratios = [p / b for p, b in zip(cpu["proj"], cpu["bare"], strict=True)]
+            for other, name in (("bare", "bare"), ("bare-late", "bare, proj's delivery")):
+                ratios = [b / p for p, b in zip(rates["proj"], rates[other], strict=True)]
                 t.add_row(
                     *_row(
-                        f"-c {c} {label} ms/task (proj/bare)",
-                        cpu["proj"],
-                        cpu["bare"],
+                        f"-c {c} tasks/s ({name} / proj)",
+                        rates["proj"],
+                        rates[other],
                         ratios,
-                        ".2f",
+                        ".0f",
                     )
                 )
+                for label, cpu in (
+                    ("worker CPU", fig.worker_cpu_ms[c]),
+                    ("main process", fig.main_cpu_ms[c]),
+                ):
+                    ratios = [p / b for p, b in zip(cpu["proj"], cpu[other], strict=True)]
+                    t.add_row(
+                        *_row(
+                            f"  {label} ms/task (proj / {name})",
+                            cpu["proj"],
+                            cpu[other],
+                            ratios,
+                            ".2f",
+                        )
+                    )
         console.print(t)
-    if a.bare_delivery == "proj":
-        console.print("bare app with proj's delivery settings (acks late, prefetch 1)")
+        console.print(
+            "bare: Celery's defaults (acks early, prefetch 4 per process); bare, proj's delivery:"
+            " acks late, reject on a lost child, prefetch 1 (what proj's app sets)"
+        )
     console.print("targets: publish proj / bare <= 1.20x; execution bare / proj <= 1.10x")
 
 
@@ -355,21 +406,12 @@ def main() -> None:
     ap.add_argument("--publish", type=int, default=2000, help="N: .delay() calls per round")
     ap.add_argument("--rounds", type=int, default=5, help="publish rounds per side")
     ap.add_argument("--backlog", type=int, default=3000, help="M: tasks a worker drains")
-    ap.add_argument("--throughput-rounds", type=int, default=3, help="drains per side")
+    ap.add_argument("--throughput-rounds", type=int, default=8, help="drains per side")
     ap.add_argument(
         "--concurrency", type=int, nargs="+", default=[2], help="prefork pool sizes (e.g. 2 1)"
     )
-    ap.add_argument(
-        "--bare-delivery",
-        choices=("celery", "proj"),
-        default="celery",
-        help="proj: the bare app acks late and prefetches 1 as proj does, so the execution "
-        "ratio is that of the task base alone (default: Celery's defaults)",
-    )
-    ap.add_argument("--client", choices=SIDES, help=argparse.SUPPRESS)
+    ap.add_argument("--client", choices=EXEC_SIDES, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.bare_delivery == "proj":
-        os.environ["BENCH_BARE_DELIVERY"] = "proj"
     if a.client:
         _client(a.client)
         return
@@ -380,7 +422,7 @@ def main() -> None:
     fig = Figures()
     with private_redis() as server, tempfile.TemporaryDirectory(prefix="dispatch-") as tmp:
         reset_settings()
-        clients = {side: Client(side) for side in SIDES}
+        clients = {side: Client(side) for side in EXEC_SIDES}
         try:
             measure_publish(clients, a.publish, a.rounds, fig)
             _empty_queues(server.url)

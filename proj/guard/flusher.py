@@ -54,7 +54,8 @@ def poke() -> None:
     """Something was buffered: it goes out within the interval."""
     if _thread is None:
         _ensure_thread()
-    _wake.set()
+    if not _wake.is_set():  # a plain read; set() takes a lock and notifies
+        _wake.set()
 
 
 def flush_all() -> None:

@@ -113,13 +113,14 @@ class ProjTask(Task):
         return guards
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self._finished_already():
+        request = self.request
+        if self._finished_already(request):
             raise Ignore()
         outcomes.task_started()
         signal: bool | None = False
         overload = False
         counted_for = callstats.PIPELINE.set(self.name)
-        route = taskstats.route_of(self.request)
+        route = taskstats.route_of(request)
         routed, started, ended = taskstats.started(route), time.monotonic(), "failed"
         try:
             result = self._run_guarded(args, kwargs)
@@ -148,14 +149,13 @@ class ProjTask(Task):
             callstats.PIPELINE.reset(counted_for)
             outcomes.task_finished(signal, overload)
             run_s = time.monotonic() - started
-            taskstats.ended(route, routed, ended, self.queue_wait_s(), run_s)
+            taskstats.ended(route, routed, ended, self.queue_wait_s(request), run_s)
 
-    def _finished_already(self) -> bool:
+    def _finished_already(self, request: Any) -> bool:
         """A redelivered copy of a task whose run already finished (its worker died before
         the acknowledgement, or a parked copy was published twice) is skipped, not run again.
         Only redelivered and deferred messages are checked: one read of the result backend
         each."""
-        request = self.request
         redelivered = (request.delivery_info or {}).get("redelivered")
         if not (redelivered or request.get(DEFERRALS_HEADER)) or self.ignore_result:
             return False
@@ -262,11 +262,13 @@ class ProjTask(Task):
             return parking.lot(parking.BREAKER, dependency)
         return parking.lot(parking.TASK, self.name)
 
-    def queue_wait_s(self) -> float | None:
+    def queue_wait_s(self, request: Any = None) -> float | None:
         """Seconds this message waited between publish and the start of this run."""
-        sent_at = self.request.get(SENT_AT_HEADER)
+        if request is None:
+            request = self.request
+        sent_at = request.get(SENT_AT_HEADER)
         if sent_at is None:
-            headers = self.request.get("headers") or {}
+            headers = request.get("headers") or {}
             sent_at = headers.get(SENT_AT_HEADER)
         if sent_at is None:
             return None

@@ -102,6 +102,7 @@ def test_metrics_show_queues_tasks_breakers_and_adaptive_workers(
     assert _value(after, "proj_tasks_total", task="proj.work", state="failed") == 1
     assert _value(after, "proj_task_runtime_seconds_count", task="proj.ping") == n
     assert _value(after, "proj_queue_depth", queue="bulk") == 0
+
     def calls_counted() -> bool:  # each process sends its counts once a second
         s = _scrape(registry)
         return (
