@@ -34,6 +34,7 @@ from proj.presence import Presence
 from proj.quarantine import Quarantine
 from proj.quarantine_messages import entry_of, examine
 from proj.settings import get_settings
+from proj.timer_heap import TimerCompaction
 
 logger = logging.getLogger("proj.quarantine")
 
@@ -301,4 +302,5 @@ def install(app: Any) -> None:
     app.steps["worker"].add(AdaptiveConcurrency)
     app.steps["worker"].add(ParkingMover)
     app.steps["worker"].add(Presence)
+    app.steps["worker"].add(TimerCompaction)
     app.steps["consumer"].add(ActiveHours)
