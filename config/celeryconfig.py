@@ -59,6 +59,15 @@ task_publish_retry_policy = {
     "interval_step": 0.2,
     "interval_max": 0.5,
 }
+if _broker.is_amqp(_s.broker.broker_url):
+    # A RabbitMQ node takes longer to come back: 7-9 s to boot on an idle 2-core host, more on
+    # a busy one (tests/integration/test_rabbitmq.py restarts one mid-stream). A .delay() waits
+    # up to about a minute for it.
+    task_publish_retry_policy = {
+        **task_publish_retry_policy,
+        "max_retries": 65,
+        "interval_max": 1.0,
+    }
 # Results are forgotten after a day so Redis does not grow without bound.
 result_expires = _s.broker.result_expires_s
 # Store task name, args and queue with the result so Flower and `proj` can show them.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from proj import app
-from proj.settings import get_settings
+from proj.settings import get_settings, reset_settings
 
 
 def test_config_accepts_json_only() -> None:
@@ -101,3 +103,31 @@ def test_the_config_module_holds_celery_settings_only() -> None:
     known = {name for name, _ in flatten(NAMESPACES)}
     public = {name for name in dir(module) if not name.startswith("_")}
     assert public <= known, public - known
+
+
+def test_on_rabbitmq_a_publish_waits_about_a_minute_for_the_broker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A RabbitMQ node takes longer to restart than Redis: .delay() retries for longer."""
+    import importlib
+
+    import proj.config.celeryconfig as module
+
+    def budget_s(policy: dict[str, float]) -> float:
+        waits = (
+            min(policy["interval_start"] + i * policy["interval_step"], policy["interval_max"])
+            for i in range(int(policy["max_retries"]))
+        )
+        return sum(waits)
+
+    assert 10 <= budget_s(module.task_publish_retry_policy) <= 20  # Redis
+    monkeypatch.setenv("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5999//")
+    reset_settings()
+    try:
+        amqp = importlib.reload(module)
+        assert 50 <= budget_s(amqp.task_publish_retry_policy) <= 90
+        assert amqp.broker_transport_options == {"confirm_publish": True}
+    finally:
+        monkeypatch.delenv("CELERY_BROKER_URL")
+        reset_settings()
+        importlib.reload(module)
