@@ -57,7 +57,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix proj config tests bench
 	$(BIN)/ruff format proj config tests bench
 
-BENCHES ?= dispatch breaker_call urgent_latency sim_throughput client_throughput breaker_outage adaptive ratelimit batch_small batch_throughput api_load
+BENCHES ?= dispatch breaker_call urgent_latency sim_throughput client_throughput breaker_outage adaptive ratelimit batch_small batch_throughput api_load unacked_record
 
 bench: $(STAMP)
 	@for b in $(BENCHES); do echo "== bench.$$b"; $(BIN)/python -m bench.$$b || exit 1; done
