@@ -227,7 +227,7 @@ class Drain:
 
 
 class Gate:
-    """Both apps' workers, started once per pool size and kept for every round. A worker
+    """Every side's worker, started once per pool size and kept for every round. A worker
     consumes only while its backlog drains: its queue is filled with the worker not consuming
     it (Celery's ``cancel_consumer``), then ``add_consumer`` opens it, so the drain starts
     with the whole backlog waiting and no worker start-up in any round."""
@@ -238,7 +238,7 @@ class Gate:
         from bench._harness import Workers
         from proj.stack.up import WorkerSpec
 
-        self.url, self.concurrency = url, concurrency
+        self.concurrency = concurrency
         self.client = redis.Redis.from_url(url)
         # Control messages only: any app on the same Redis reaches both workers' mailboxes.
         self.control = Celery("bench-dispatch-control", broker=url, backend=url).control

@@ -50,48 +50,41 @@ class QoS(kombu_redis.QoS):
 
     _scripts: tuple[Any, Any] | None = None
 
-    def _script(self, client: Any, which: int) -> Any:
-        scripts = self._scripts
-        if scripts is None:  # Script objects reload themselves after a Redis restart
-            scripts = self._scripts = (
-                client.register_script(RECORD),
-                client.register_script(FORGET),
-            )
-        return scripts[which]
-
     def _plain(self) -> bool:
         return not getattr(self.channel, "global_keyprefix", "")
+
+    def _run(self, which: int, *args: Any) -> None:
+        """Run RECORD (0) or FORGET (1) on the unacked keys with ``args``."""
+        with self.channel.conn_or_acquire() as client:
+            scripts = self._scripts
+            if scripts is None:  # Script objects reload themselves after a Redis restart
+                scripts = self._scripts = (
+                    client.register_script(RECORD),
+                    client.register_script(FORGET),
+                )
+            scripts[which](
+                keys=[self.unacked_index_key, self.unacked_key], args=args, client=client
+            )
 
     def append(self, message: Any, delivery_tag: str) -> None:
         if self._plain():
             delivery = message.delivery_info
             raw = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-            with self.channel.conn_or_acquire() as client:
-                self._script(client, 0)(
-                    keys=[self.unacked_index_key, self.unacked_key],
-                    args=[time(), delivery_tag, raw],
-                    client=client,
-                )
+            self._run(0, time(), delivery_tag, raw)
             virtual.QoS.append(self, message, delivery_tag)
         else:
             super().append(message, delivery_tag)
 
-    def _forget(self, delivery_tag: str) -> None:
-        with self.channel.conn_or_acquire() as client:
-            self._script(client, 1)(
-                keys=[self.unacked_index_key, self.unacked_key], args=[delivery_tag], client=client
-            )
-
     def ack(self, delivery_tag: str) -> None:
         if self._plain():
-            self._forget(delivery_tag)
+            self._run(1, delivery_tag)
             virtual.QoS.ack(self, delivery_tag)
         else:
             super().ack(delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         if self._plain() and not requeue:
-            self._forget(delivery_tag)
+            self._run(1, delivery_tag)
             virtual.QoS.ack(self, delivery_tag)
         else:
             super().reject(delivery_tag, requeue=requeue)
