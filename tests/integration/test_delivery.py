@@ -103,3 +103,20 @@ def test_whole_worker_killed_mid_task_is_redelivered_and_completes(
     out = result.get(timeout=60)
     assert out["hostname"].startswith("second@")
     assert out["started_at"] > killed_at
+
+
+def test_a_worker_leaves_no_unacknowledged_record_of_finished_tasks(
+    workers: WorkerPool, redis_client: redis_lib.Redis, celery_app: object
+) -> None:
+    """The worker's acks go with its next record or a timer (proj/transport.py): once the
+    work is done, nothing it ran stays recorded as unacknowledged, so nothing is delivered
+    again after the visibility timeout."""
+    workers.start("bulk", ("bulk",), concurrency=2)
+    results = [work.delay(0.0) for _ in range(40)]
+    for r in results:
+        r.get(timeout=60)
+    wait_until(
+        lambda: redis_client.hlen("unacked") == 0 and redis_client.zcard("unacked_index") == 0,
+        5,
+        "the records of finished tasks to go",
+    )

@@ -3,7 +3,12 @@ forgets it at the ack, with one script call each instead of kombu's MULTI/EXEC. 
 must be kombu's own: same keys, same values, so kombu's restore (a channel closed with
 messages unacknowledged, a visibility timeout passed) gives them back unchanged.
 
-Real parts: the session's Redis, kombu connections with either transport.
+In a worker's event loop an ack does not wait for Redis: the record goes with the next
+record's script call, or with a timer, and a closed channel removes it before it restores
+what it held.
+
+Real parts: the session's Redis (this module's own, for Redis going away), kombu connections
+with either transport, kombu's own event loop (``Hub``).
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from typing import Any
 import pytest
 import redis as redis_lib
 from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.asynchronous.hub import Hub, get_event_loop, set_event_loop
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import loads
 
 from proj import transport
+from proj.stack.redis_server import RedisServer
 
 QUEUE = Queue("tq", Exchange("tq", type="direct"), routing_key="tq")
 
@@ -32,10 +39,12 @@ def _publish(url: str, *bodies: dict[str, int]) -> None:
             )
 
 
-def _take(conn: Connection, n: int) -> list[Any]:
-    """Consume (acks late, prefetch n) until ``n`` messages have arrived."""
+def _take(conn: Connection, n: int, prefetch: int = 0) -> list[Any]:
+    """Consume (acks late, prefetch ``n`` or ``prefetch``) until ``n`` messages have arrived."""
     got: list[Any] = []
-    consumer = Consumer(conn.default_channel, [QUEUE], accept=["json"], prefetch_count=n)
+    consumer = Consumer(
+        conn.default_channel, [QUEUE], accept=["json"], prefetch_count=prefetch or n
+    )
     consumer.register_callback(lambda body, message: got.append(message))
     consumer.consume()
     deadline = time.monotonic() + 15
@@ -158,3 +167,91 @@ def test_with_a_global_key_prefix_kombu_s_own_path_is_kept(
         assert _records(redis_client) == (set(), {})
         message.ack()
         assert _records(redis_client, "pfx:") == (set(), {})
+
+
+@pytest.fixture
+def hub() -> Iterator[Hub]:
+    """kombu's event loop as a worker's main process sets it (Celery's Hub bootstep)."""
+    loop = Hub()
+    previous = set_event_loop(loop)
+    yield loop
+    set_event_loop(previous)
+    loop.close()
+
+
+def _fire_due(hub: Hub, wait_s: float) -> None:
+    time.sleep(wait_s)
+    hub.fire_timers(max_timers=100, propagate=(Exception,))
+
+
+def test_in_an_event_loop_an_ack_goes_with_the_next_record(
+    url: str, redis_client: redis_lib.Redis, proj_conn: Connection, hub: Hub
+) -> None:
+    assert get_event_loop() is hub
+    _publish(url, {"n": 1}, {"n": 2}, {"n": 3})
+    first, second = _take(proj_conn, 2)
+    first.ack()
+    assert first.acknowledged
+    # acknowledged at once (the channel may take another message) ...
+    assert proj_conn.default_channel.qos.can_consume()
+    # ... and its record is still in Redis until the next script call
+    assert set(_records(redis_client)[1]) == {first.delivery_tag, second.delivery_tag}
+    [third] = _take(proj_conn, 1, prefetch=2)
+    assert set(_records(redis_client)[1]) == {second.delivery_tag, third.delivery_tag}
+    second.ack()
+    third.ack()
+    _fire_due(hub, transport.FORGET_DELAY_S * 2)
+    assert _records(redis_client) == (set(), {})
+
+
+def test_with_no_message_coming_the_timer_removes_acked_records(
+    url: str, redis_client: redis_lib.Redis, proj_conn: Connection, hub: Hub
+) -> None:
+    _publish(url, {"n": 1})
+    [message] = _take(proj_conn, 1)
+    message.ack()
+    hub.fire_timers(propagate=(Exception,))  # not due yet: nothing removed
+    assert set(_records(redis_client)[1]) == {message.delivery_tag}
+    _fire_due(hub, transport.FORGET_DELAY_S * 2)
+    assert _records(redis_client) == (set(), {})
+    assert proj_conn.default_channel.qos._forget == []
+
+
+def test_a_closed_channel_removes_acked_records_and_gives_back_the_rest(
+    url: str, redis_client: redis_lib.Redis, hub: Hub
+) -> None:
+    _publish(url, {"n": 1}, {"n": 2})
+    conn = Connection(url, transport=transport.Transport)
+    done, held = _take(conn, 2)
+    done.ack()
+    conn.release()  # a warm shutdown before the timer fired
+    assert _records(redis_client) == (set(), {})
+    assert redis_client.llen("tq") == 1  # the held one is back, the acked one is not
+    with Connection(url, transport=kombu_redis.Transport) as other:
+        [again] = _take(other, 1)
+        assert again.payload == held.payload
+        again.ack()
+
+
+def test_acked_records_wait_for_redis_to_come_back(tmp_path: Any, hub: Hub) -> None:
+    """Redis unreachable when the timer fires: the tags are kept and removed on its return."""
+    server = RedisServer(tmp_path / "redis").start()  # appendonly: restarts with its data
+    try:
+        _publish(server.url, {"n": 1})
+        conn = Connection(server.url, transport=transport.Transport)
+        [message] = _take(conn, 1)
+        message.ack()
+        qos = conn.default_channel.qos
+        server.stop()
+        _fire_due(hub, transport.FORGET_DELAY_S * 2)
+        assert qos._forget == [message.delivery_tag]
+        assert qos._forget_timer is not None  # tries again
+        server.start()
+        client = redis_lib.Redis.from_url(server.url)
+        assert set(_records(client)[1]) == {message.delivery_tag}
+        assert qos.forget_acked()
+        assert _records(client) == (set(), {})
+        client.close()
+        conn.release()
+    finally:
+        server.stop()
