@@ -44,7 +44,16 @@ broker_transport_options = {
 # through RabbitMQ's delayed delivery. RabbitMQ 3.10's quorum queues have no priorities:
 # priority still routes (rule 4 of proj/routing.py) but does not reorder inside a queue.
 if _broker.is_amqp(_s.broker.broker_url):
-    broker_transport_options = {"confirm_publish": True}
+    broker_transport_options = {
+        "confirm_publish": True,
+        # A connection opened while the node restarts (a .delay() whose connection was
+        # reset) keeps trying for a minute, as the publish retry below does, not kombu's
+        # 4 s (the connect timeout; a node takes 7-9 s to come back).
+        "connect_retries_timeout": 60,
+        "interval_start": 0.2,
+        "interval_step": 0.2,
+        "interval_max": 1.0,
+    }
     task_default_queue_type = "quorum"
 # The result backend reads the same option name; keep it identical.
 result_backend_transport_options = {

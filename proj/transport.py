@@ -14,15 +14,17 @@ process that feeds the pool, twice per task. Here each is one script call (EVALS
 atomic, with one reply: the same keys and values, so kombu's restore reads them unchanged.
 With a ``global_keyprefix`` (whose keys kombu rewrites per command) kombu's own path is kept.
 
-In a worker (a process running kombu's event loop), an ack does not wait for Redis: the
-message counts as acknowledged at once and its record is removed by the next record's script
-call, which a busy worker makes within a millisecond, or after :data:`FORGET_DELAY_S` by a
-timer. That is one round trip per task instead of two, in the one process that feeds the whole
-pool. A worker stopped in between leaves the record of a finished task behind, so after the
-visibility timeout it is delivered again: what acks late already allow (a crash between the
-end of a task and its ack), and proj's task base does not run a task again whose result is
-stored. A warm shutdown removes them before it gives back what it held. Outside an event loop
-an ack removes its record before it returns, as kombu's does.
+In a worker (in the thread running its consumer's event loop: :func:`bind_event_loop`), an
+ack does not wait for Redis: the message counts as acknowledged at once and its record is
+removed by the next record's script call, which a busy worker makes within a millisecond, or
+after :data:`FORGET_DELAY_S` by a timer. That is one round trip per task instead of two, in
+the one process that feeds the whole pool. A worker stopped in between leaves the record of a
+finished task behind, so after the visibility timeout it is delivered again: what acks late
+already allow (a crash between the end of a task and its ack), and proj's task base does not
+run a task again whose result is stored. A warm shutdown removes them before it gives back
+what it held; a channel closed while Redis is unreachable hands them to the process's next
+channel. Anywhere else (a client, a pool process, another thread) an ack removes its record
+before it returns, as kombu's does.
 
 :func:`register` makes it what ``redis://`` means to kombu in a process that loads proj's
 Celery configuration (kombu's ``TRANSPORT_ALIASES``); ``rediss://`` and the others keep
@@ -34,12 +36,14 @@ make that ``proj.transport:Transport://...``, a broker Flower does not know).
 from __future__ import annotations
 
 import logging
+import os
+import threading
+from collections import deque
 from time import time
 from typing import Any
 
 import kombu.transport
 import redis
-from kombu.asynchronous.hub import get_event_loop
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps
@@ -48,14 +52,15 @@ logger = logging.getLogger(__name__)
 
 # KEYS: unacked index (sorted set), unacked (hash). kombu's layout: index score = when taken,
 # hash field = delivery tag, value = JSON [raw message, exchange, routing key].
-# RECORD: ARGV = when, tag, value, then the tags of acked messages to forget.
+# RECORD: ARGV = when, tag, value, then the tags of acked messages to forget (removed first:
+# a message given back keeps its tag, so its new record must not go with the old one's).
 RECORD = """
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 for i = 4, #ARGV do
   redis.call('ZREM', KEYS[1], ARGV[i])
   redis.call('HDEL', KEYS[2], ARGV[i])
 end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return 1
 """
 # FORGET: ARGV = the tags of acked (or dropped) messages.
@@ -71,8 +76,38 @@ _RECORD, _FORGET = 0, 1
 FORGET_DELAY_S = 0.01
 #: With Redis unreachable, how often the timer tries again.
 FORGET_RETRY_S = 1.0
-#: Most tags one FORGET call removes.
+#: Most tags one script call removes.
 FORGET_CHUNK = 500
+
+#: The worker's event loop, as (hub, pid, thread): set by :func:`bind_event_loop` each time a
+#: worker's consumer starts its loop, cleared when that loop closes (a reconnect resets it).
+#: Only an ack made in that process and thread is left for later.
+_loop: tuple[Any, int, int] | None = None
+#: Tags whose removal failed as their channel closed (Redis unreachable), by Redis and keys:
+#: the next channel of this process on the same keys removes them with its first record.
+_orphans: dict[tuple[Any, ...], list[str]] = {}
+
+
+def bind_event_loop(hub: Any) -> None:
+    """Let acks made in this thread leave their removal to the next record or ``hub``'s timer
+    (a worker's consumer calls it as its event loop starts, after every reconnect)."""
+    global _loop
+    _loop = (hub, os.getpid(), threading.get_ident())
+    hub.on_close.add(_unbind_event_loop)
+
+
+def _unbind_event_loop(hub: Any = None) -> None:
+    global _loop
+    if _loop is not None and (hub is None or _loop[0] is hub):
+        _loop = None
+
+
+def _event_loop() -> Any:
+    """The bound event loop if this is its process and thread, else None."""
+    loop = _loop
+    if loop is not None and loop[1] == os.getpid() and loop[2] == threading.get_ident():
+        return loop[0]
+    return None
 
 
 class QoS(kombu_redis.QoS):
@@ -82,8 +117,9 @@ class QoS(kombu_redis.QoS):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: Tags acked but still recorded in Redis, oldest first (worker event loop only).
-        self._forget: list[str] = []
+        #: Tags acked but still recorded in Redis (in a worker's event loop only). A deque:
+        #: a shutdown thread may flush while the loop's thread takes some (each pop atomic).
+        self._forget: deque[str] = deque()
         self._forget_timer: Any = None
 
     def _plain(self) -> bool:
@@ -102,13 +138,31 @@ class QoS(kombu_redis.QoS):
                 keys=[self.unacked_index_key, self.unacked_key], args=args, client=client
             )
 
+    def _take_acked(self) -> list[str]:
+        """Up to FORGET_CHUNK pending tags, taken off the list (put back if their call fails)."""
+        pending = self._forget
+        taken: list[str] = []
+        while pending and len(taken) < FORGET_CHUNK:
+            try:
+                taken.append(pending.popleft())
+            except IndexError:  # taken by another thread meanwhile
+                break
+        return taken
+
     def append(self, message: Any, delivery_tag: str) -> None:
         if self._plain():
+            if _orphans:
+                self._adopt_orphans()
             delivery = message.delivery_info
             raw = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-            acked = self._forget[:FORGET_CHUNK]
-            self._run(_RECORD, time(), delivery_tag, raw, *acked)
-            del self._forget[: len(acked)]
+            acked = self._take_acked()
+            try:
+                self._run(_RECORD, time(), delivery_tag, raw, *acked)
+            except BaseException:
+                self._forget.extend(acked)
+                raise
+            if self._forget and delivery_tag in self._forget:  # given back, still pending
+                self._forget.remove(delivery_tag)
             virtual.QoS.append(self, message, delivery_tag)
         else:
             super().append(message, delivery_tag)
@@ -117,7 +171,7 @@ class QoS(kombu_redis.QoS):
         if not self._plain():
             super().ack(delivery_tag)
             return
-        hub = get_event_loop()
+        hub = _event_loop()
         if hub is None:
             self._run(_FORGET, delivery_tag)
         else:  # forgotten with the next record, or by the timer
@@ -136,32 +190,61 @@ class QoS(kombu_redis.QoS):
     def _forget_due(self) -> None:
         self._forget_timer = None
         if not self.forget_acked():
-            hub = get_event_loop()
+            hub = _event_loop()
             if hub is not None:
                 self._forget_timer = hub.call_later(FORGET_RETRY_S, self._forget_due)
 
     def forget_acked(self, last: bool = False) -> bool:
         """Remove the records of acked messages still in Redis; False if Redis could not be
-        reached (they are kept, to try again, unless this is the ``last`` try)."""
+        reached. The tags are kept to try again or, on the ``last`` try (the channel closes),
+        handed to this process's next channel on the same Redis."""
         while self._forget:
-            tags = self._forget[:FORGET_CHUNK]
+            tags = self._take_acked()
+            if not tags:
+                break
             try:
                 self._run(_FORGET, *tags)
             except (redis.RedisError, OSError) as err:
+                self._forget.extend(tags)
                 logger.warning(
-                    "Redis unreachable: the records of %d acknowledged messages stay; %s (%s)",
+                    "Redis unreachable: the records of %d acknowledged messages stay until %s (%s)",
                     len(self._forget),
-                    "they come back after the visibility timeout (a task whose result is "
-                    "stored is then skipped)"
-                    if last
-                    else "trying again",
+                    "this worker's next connection takes a message" if last else "it is back",
                     err,
                 )
                 if last:
-                    self._forget.clear()
+                    self._orphan()
                 return False
-            del self._forget[: len(tags)]
         return True
+
+    def _place(self) -> tuple[Any, ...]:
+        """Which Redis and keys this channel's records are in."""
+        info = self.channel.connection.client
+        return (
+            info.hostname,
+            info.port,
+            info.virtual_host,
+            self.unacked_index_key,
+            self.unacked_key,
+        )
+
+    def _orphan(self) -> None:
+        try:
+            place = self._place()
+        except Exception:  # a channel already torn down: its records wait for the sweep
+            return
+        _orphans.setdefault(place, []).extend(self._take_acked_all())
+
+    def _take_acked_all(self) -> list[str]:
+        taken: list[str] = []
+        while chunk := self._take_acked():
+            taken.extend(chunk)
+        return taken
+
+    def _adopt_orphans(self) -> None:
+        tags = _orphans.pop(self._place(), None)
+        if tags:
+            self._forget.extend(tags)
 
     def restore_unacked_once(self, stderr: Any = None) -> Any:
         # A warm shutdown or a closed channel: acked messages first lose their records.

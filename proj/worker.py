@@ -22,7 +22,7 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.control import control_command
 from vine import promise
 
-from proj import poison
+from proj import poison, transport
 from proj.adaptive.controller import Controller
 from proj.adaptive.poolsize import PoolResizer
 from proj.guard import outcomes
@@ -160,6 +160,12 @@ class Consumer(CeleryConsumer):
     def shutdown(self) -> None:
         self._flush_events()
         super().shutdown()
+
+    def register_with_event_loop(self, hub: Any) -> None:
+        # Every start of the loop (after each reconnect too): acks made in this thread leave
+        # the removal of their unacknowledged record to the next record (proj/transport.py).
+        super().register_with_event_loop(hub)
+        transport.bind_event_loop(hub)
 
     # --- poison messages -------------------------------------------------------------------
     # Celery trusts a message's shape: a body that is not [args, kwargs, embed], a timelimit

@@ -13,6 +13,7 @@ with either transport, kombu's own event loop (``Hub``).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 import redis as redis_lib
 from kombu import Connection, Consumer, Exchange, Producer, Queue
-from kombu.asynchronous.hub import Hub, get_event_loop, set_event_loop
+from kombu.asynchronous.hub import Hub
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import loads
 
@@ -171,12 +172,12 @@ def test_with_a_global_key_prefix_kombu_s_own_path_is_kept(
 
 @pytest.fixture
 def hub() -> Iterator[Hub]:
-    """kombu's event loop as a worker's main process sets it (Celery's Hub bootstep)."""
+    """kombu's event loop, bound as a worker's consumer binds it when its loop starts."""
     loop = Hub()
-    previous = set_event_loop(loop)
+    transport.bind_event_loop(loop)
     yield loop
-    set_event_loop(previous)
-    loop.close()
+    loop.close()  # unbinds it
+    assert transport._event_loop() is None
 
 
 def _fire_due(hub: Hub, wait_s: float) -> None:
@@ -187,7 +188,7 @@ def _fire_due(hub: Hub, wait_s: float) -> None:
 def test_in_an_event_loop_an_ack_goes_with_the_next_record(
     url: str, redis_client: redis_lib.Redis, proj_conn: Connection, hub: Hub
 ) -> None:
-    assert get_event_loop() is hub
+    assert transport._event_loop() is hub
     _publish(url, {"n": 1}, {"n": 2}, {"n": 3})
     first, second = _take(proj_conn, 2)
     first.ack()
@@ -214,7 +215,7 @@ def test_with_no_message_coming_the_timer_removes_acked_records(
     assert set(_records(redis_client)[1]) == {message.delivery_tag}
     _fire_due(hub, transport.FORGET_DELAY_S * 2)
     assert _records(redis_client) == (set(), {})
-    assert proj_conn.default_channel.qos._forget == []
+    assert not proj_conn.default_channel.qos._forget
 
 
 def test_a_closed_channel_removes_acked_records_and_gives_back_the_rest(
@@ -233,25 +234,91 @@ def test_a_closed_channel_removes_acked_records_and_gives_back_the_rest(
         again.ack()
 
 
-def test_acked_records_wait_for_redis_to_come_back(tmp_path: Any, hub: Hub) -> None:
-    """Redis unreachable when the timer fires: the tags are kept and removed on its return."""
+@pytest.fixture
+def own_server(tmp_path: Any) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis").start()  # appendonly: restarts with its data
     try:
-        _publish(server.url, {"n": 1})
-        conn = Connection(server.url, transport=transport.Transport)
-        [message] = _take(conn, 1)
-        message.ack()
-        qos = conn.default_channel.qos
+        yield server
+    finally:
         server.stop()
-        _fire_due(hub, transport.FORGET_DELAY_S * 2)
-        assert qos._forget == [message.delivery_tag]
-        assert qos._forget_timer is not None  # tries again
-        server.start()
-        client = redis_lib.Redis.from_url(server.url)
+
+
+def test_acked_records_wait_for_redis_to_come_back(own_server: RedisServer, hub: Hub) -> None:
+    """Redis unreachable when the timer fires: the tags are kept and removed on its return."""
+    _publish(own_server.url, {"n": 1})
+    conn = Connection(own_server.url, transport=transport.Transport)
+    [message] = _take(conn, 1)
+    message.ack()
+    qos = conn.default_channel.qos
+    own_server.stop()
+    _fire_due(hub, transport.FORGET_DELAY_S * 2)
+    assert list(qos._forget) == [message.delivery_tag]
+    assert qos._forget_timer is not None  # tries again
+    own_server.start()
+    client = redis_lib.Redis.from_url(own_server.url)
+    try:
         assert set(_records(client)[1]) == {message.delivery_tag}
         assert qos.forget_acked()
         assert _records(client) == (set(), {})
+    finally:
         client.close()
         conn.release()
+
+
+def test_a_channel_closed_while_redis_is_down_hands_its_acks_to_the_next(
+    own_server: RedisServer, hub: Hub
+) -> None:
+    """A worker's connection lost with acks pending: the next connection of the process
+    removes their records with its first record once Redis is back."""
+    _publish(own_server.url, {"n": 1})
+    conn = Connection(own_server.url, transport=transport.Transport)
+    [first] = _take(conn, 1)
+    first.ack()
+    own_server.stop()
+    conn.default_channel.close()  # a lost connection's channel closes: the removal fails
+    conn.collect()
+    own_server.start()
+    client = redis_lib.Redis.from_url(own_server.url)
+    again = Connection(own_server.url, transport=transport.Transport)
+    try:
+        assert first.delivery_tag in _records(client)[1]
+        _publish(own_server.url, {"n": 3})
+        taken = _take(again, 1)
+        assert first.delivery_tag not in _records(client)[1]
+        assert taken[0].delivery_tag in _records(client)[1]
     finally:
-        server.stop()
+        again.release()
+        client.close()
+
+
+def test_an_ack_from_another_thread_or_after_the_loop_closed_waits_for_redis(
+    url: str, redis_client: redis_lib.Redis, proj_conn: Connection, hub: Hub
+) -> None:
+    """Only the loop's own thread leaves the removal for later: a thread's ack (and a forked
+    pool process's: another pid) removes the record before it returns, as after a reset."""
+    _publish(url, {"n": 1}, {"n": 2})
+    first, second = _take(proj_conn, 2)
+    thread = threading.Thread(target=first.ack)
+    thread.start()
+    thread.join()
+    assert set(_records(redis_client)[1]) == {second.delivery_tag}
+    hub.reset()  # Celery resets the loop on a lost connection: nothing would fire the timer
+    assert transport._event_loop() is None
+    second.ack()
+    assert _records(redis_client) == (set(), {})
+
+
+def test_a_message_given_back_with_its_tag_still_pending_keeps_its_new_record(
+    url: str, redis_client: redis_lib.Redis, proj_conn: Connection, hub: Hub
+) -> None:
+    """kombu gives a message back with its delivery tag: its new record must not go with
+    the removal of the old one."""
+    _publish(url, {"n": 1})
+    [message] = _take(proj_conn, 1)
+    message.ack()
+    qos = proj_conn.default_channel.qos
+    qos.append(message, message.delivery_tag)  # taken again, same tag, removal pending
+    assert set(_records(redis_client)[1]) == {message.delivery_tag}
+    _fire_due(hub, transport.FORGET_DELAY_S * 2)
+    assert set(_records(redis_client)[1]) == {message.delivery_tag}
+    qos.ack(message.delivery_tag)
