@@ -7,7 +7,7 @@ against kombu's (a MULTI/EXEC transaction each), in one process.
 One private Redis; a kombu channel of each transport; every round each side records and acks
 the same N messages (``QoS.append`` then ``QoS.ack``, as a worker does for every task), order
 turning. Three sides: kombu's transport; proj's outside an event loop (an ack waits for
-Redis); proj's with kombu's event loop set, as in a worker (the last removal is made at the
+Redis); proj's with an event loop bound, as in a worker (the last removal is made at the
 end of the round). Client CPU and wall time per message, proj / kombu, median of the rounds
 (the first two left out: connections, script load). < 1: proj cheaper.
 """
@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from kombu import Connection
-from kombu.asynchronous.hub import Hub, set_event_loop
+from kombu.asynchronous.hub import Hub
 from kombu.transport import redis as kombu_redis
 
 from bench._harness import private_redis
@@ -51,7 +51,8 @@ class _Message:
 
 def _round(qos: Any, messages: list[_Message], loop: Hub | None) -> tuple[float, float]:
     """(client CPU us, wall us) per message recorded and acked."""
-    previous = set_event_loop(loop)
+    if loop is not None:
+        transport.bind_event_loop(loop)
     try:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         for m in messages:
@@ -61,7 +62,7 @@ def _round(qos: Any, messages: list[_Message], loop: Hub | None) -> tuple[float,
             qos.forget_acked()  # what the timer does after the last one
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     finally:
-        set_event_loop(previous)
+        transport.unbind_event_loop()
     return cpu / len(messages) * 1e6, wall / len(messages) * 1e6
 
 

@@ -93,10 +93,11 @@ def bind_event_loop(hub: Any) -> None:
     (a worker's consumer calls it as its event loop starts, after every reconnect)."""
     global _loop
     _loop = (hub, os.getpid(), threading.get_ident())
-    hub.on_close.add(_unbind_event_loop)
+    hub.on_close.add(unbind_event_loop)
 
 
-def _unbind_event_loop(hub: Any = None) -> None:
+def unbind_event_loop(hub: Any = None) -> None:
+    """Acks wait for Redis again (``hub``: only if it is the one bound; the loop's close)."""
     global _loop
     if _loop is not None and (hub is None or _loop[0] is hub):
         _loop = None
