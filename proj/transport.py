@@ -73,7 +73,7 @@ return 1
 """
 _RECORD, _FORGET = 0, 1
 #: Longest an acked message's record waits for the next record's script call to remove it.
-FORGET_DELAY_S = 0.01
+FORGET_DELAY_S = 0.05
 #: With Redis unreachable, how often the timer tries again.
 FORGET_RETRY_S = 1.0
 #: Most tags one script call removes.

@@ -120,3 +120,26 @@ def test_a_worker_leaves_no_unacknowledged_record_of_finished_tasks(
         5,
         "the records of finished tasks to go",
     )
+
+
+def _evalsha_calls(client: redis_lib.Redis) -> int:
+    stats = client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_a_busy_worker_sends_one_script_call_per_task_not_two(
+    workers: WorkerPool, redis_client: redis_lib.Redis, celery_app: object
+) -> None:
+    """With a backlog, each ack's removal rides in the next message's record: about one
+    EVALSHA per task (kombu's transport: two transactions; before, two script calls)."""
+    results = [work.delay(0.0) for _ in range(600)]
+    keys = [f"celery-task-meta-{r.id}" for r in results]
+    calls0 = _evalsha_calls(redis_client)
+    workers.start("bulk", ("bulk",), concurrency=1)
+    wait_until(
+        lambda: all(v is not None for v in redis_client.mget(keys)), 60, "the backlog to drain"
+    )
+    calls = _evalsha_calls(redis_client) - calls0
+    # and a few for the worker's start and its own timers (figures, presence, the mover)
+    print(f"{calls} script calls for {len(results)} tasks")
+    assert calls < 1.4 * len(results), f"{calls} script calls for {len(results)} tasks"
