@@ -74,3 +74,10 @@ def flush(url: str) -> None:
     client = redis.Redis.from_url(url)
     client.flushdb()
     client.close()
+
+
+def turning_order(i: int, sides: tuple[str, ...]) -> tuple[str, ...]:
+    """Round ``i``'s order of the compared sides: each first in turn, forwards then backwards,
+    so drift on a shared machine hits every side alike."""
+    turned = sides[i % len(sides) :] + sides[: i % len(sides)]
+    return turned if (i // len(sides)) % 2 == 0 else turned[::-1]

@@ -158,15 +158,11 @@ class Figures:
     main_cpu_ms: dict[int, dict[str, list[float]]] = field(default_factory=dict)
 
 
-def _order(i: int, sides: tuple[str, ...] = SIDES) -> tuple[str, ...]:
-    """Round ``i``'s order: each side first in turn, forwards then backwards."""
-    turned = sides[i % len(sides) :] + sides[: i % len(sides)]
-    return turned if (i // len(sides)) % 2 == 0 else turned[::-1]
-
-
 def measure_publish(clients: dict[str, Client], n: int, rounds: int, fig: Figures) -> None:
+    from bench._harness import turning_order
+
     for i in range(rounds):
-        for side in _order(i):
+        for side in turning_order(i, SIDES):
             wall, cpu = clients[side].send(n)
             fig.publish_ms[side].append(wall / n * 1000)
             fig.publish_cpu_ms[side].append(cpu / n * 1000)
@@ -313,12 +309,14 @@ def measure_throughput(
     rates = fig.rate.setdefault(concurrency, {s: [] for s in EXEC_SIDES})
     cpu = fig.worker_cpu_ms.setdefault(concurrency, {s: [] for s in EXEC_SIDES})
     main = fig.main_cpu_ms.setdefault(concurrency, {s: [] for s in EXEC_SIDES})
+    from bench._harness import turning_order
+
     gate = Gate(url, concurrency, logs / f"c{concurrency}")
     try:
         for side in EXEC_SIDES:  # a first drain each, not counted: imports, caches, connections
             gate.drain(side, clients[side], min(backlog, 500))
         for i in range(rounds):
-            for side in _order(i, EXEC_SIDES):
+            for side in turning_order(i, EXEC_SIDES):
                 d = gate.drain(side, clients[side], backlog)
                 rates[side].append(d.rate)
                 cpu[side].append(d.cpu_ms)

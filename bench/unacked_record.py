@@ -23,7 +23,7 @@ from kombu import Connection
 from kombu.asynchronous.hub import Hub
 from kombu.transport import redis as kombu_redis
 
-from bench._harness import private_redis
+from bench._harness import private_redis, turning_order
 from proj import transport
 
 SIDES = {
@@ -66,12 +66,6 @@ def _round(qos: Any, messages: list[_Message], loop: Hub | None) -> tuple[float,
     return cpu / len(messages) * 1e6, wall / len(messages) * 1e6
 
 
-def _order(i: int) -> list[str]:
-    sides = list(SIDES)
-    turned = sides[i % len(sides) :] + sides[: i % len(sides)]
-    return turned if (i // len(sides)) % 2 == 0 else turned[::-1]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--messages", type=int, default=2000)
@@ -86,7 +80,7 @@ def main() -> None:
         try:
             qos = {side: conn.default_channel.qos for side, conn in conns.items()}
             for i in range(a.rounds):
-                for side in _order(i):
+                for side in turning_order(i, tuple(SIDES)):
                     c, w = _round(qos[side], messages, loop if "loop" in side else None)
                     cpu[side].append(c)
                     wall[side].append(w)

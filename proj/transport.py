@@ -139,11 +139,12 @@ class QoS(kombu_redis.QoS):
                 keys=[self.unacked_index_key, self.unacked_key], args=args, client=client
             )
 
-    def _take_acked(self) -> list[str]:
-        """Up to FORGET_CHUNK pending tags, taken off the list (put back if their call fails)."""
+    def _take_acked(self, most: int | None = FORGET_CHUNK) -> list[str]:
+        """Up to ``most`` pending tags (None: all), taken off the list (put back if their
+        call fails)."""
         pending = self._forget
         taken: list[str] = []
-        while pending and len(taken) < FORGET_CHUNK:
+        while pending and (most is None or len(taken) < most):
             try:
                 taken.append(pending.popleft())
             except IndexError:  # taken by another thread meanwhile
@@ -199,10 +200,7 @@ class QoS(kombu_redis.QoS):
         """Remove the records of acked messages still in Redis; False if Redis could not be
         reached. The tags are kept to try again or, on the ``last`` try (the channel closes),
         handed to this process's next channel on the same Redis."""
-        while self._forget:
-            tags = self._take_acked()
-            if not tags:
-                break
+        while tags := self._take_acked():
             try:
                 self._run(_FORGET, *tags)
             except (redis.RedisError, OSError) as err:
@@ -234,13 +232,7 @@ class QoS(kombu_redis.QoS):
             place = self._place()
         except Exception:  # a channel already torn down: its records wait for the sweep
             return
-        _orphans.setdefault(place, []).extend(self._take_acked_all())
-
-    def _take_acked_all(self) -> list[str]:
-        taken: list[str] = []
-        while chunk := self._take_acked():
-            taken.extend(chunk)
-        return taken
+        _orphans.setdefault(place, []).extend(self._take_acked(None))
 
     def _adopt_orphans(self) -> None:
         tags = _orphans.pop(self._place(), None)
